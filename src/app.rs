@@ -1,0 +1,1 @@
+//! Builds storage and the HTTP server from the settings and owns shutdown.

@@ -1,0 +1,1 @@
+//! HTTP: the only module that imports warp and hyper.

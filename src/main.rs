@@ -1,0 +1,3 @@
+//! The `ceems_api_server` binary: flags, config, telemetry, then [`ceems_api_server::app`].
+
+fn main() {}

@@ -1,0 +1,12 @@
+//! Storage: the only module that imports rusqlite.
+
+pub mod queries;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Other(String),
+}

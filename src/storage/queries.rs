@@ -1,0 +1,1 @@
+//! The SQL behind every route.
