@@ -1,5 +1,9 @@
 //! Storage: the only module that imports rusqlite.
 
+pub mod admin;
+pub mod functions;
+pub mod migrations;
+pub mod pool;
 pub mod queries;
 
 /// Errors of the storage layer.

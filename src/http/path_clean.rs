@@ -1,0 +1,1 @@
+//! (transport) path_clean

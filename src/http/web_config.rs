@@ -1,0 +1,1 @@
+//! (transport) web_config
