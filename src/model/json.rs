@@ -53,11 +53,11 @@ impl Formatter for GoFormatter {
                 '\u{fffd}' => "\\ufffd",
                 _ => continue,
             };
-            writer.write_all(fragment[start..index].as_bytes())?;
+            writer.write_all(&fragment.as_bytes()[start..index])?;
             writer.write_all(escape.as_bytes())?;
             start = index + c.len_utf8();
         }
-        writer.write_all(fragment[start..].as_bytes())
+        writer.write_all(&fragment.as_bytes()[start..])
     }
 
     fn write_char_escape<W>(&mut self, writer: &mut W, char_escape: CharEscape) -> io::Result<()>

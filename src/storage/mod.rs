@@ -6,6 +6,8 @@ pub mod migrations;
 pub mod pool;
 pub mod queries;
 
+pub use pool::{Database, DATABASE_FILE_NAME};
+
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

@@ -1,1 +1,671 @@
-//! The SQL behind every route.
+//! The SQL behind every read route, built from typed queries with bound parameters only.
+//!
+//! Access rules live here, in one place, as SQL predicates derived from the query's
+//! [`Scope`]: a user sees their own units, and the rows of projects they are a member of
+//! *in the same cluster*; an admin sees what the filters select.
+
+use rusqlite::types::{Value, ValueRef};
+use rusqlite::{params_from_iter, Connection, Row};
+
+use super::StorageError;
+use crate::model::json::decode_text_lossy;
+use crate::model::{
+    Cluster, CurrentUsageQuery, Filters, Generic, GlobalUsageQuery, List, Metric, MetricMap,
+    Project, ProjectQuery, Rows, Scope, Stat, StatsQuery, Unit, UnitField, UnitQuery, Usage,
+    UsageField, User, UserQuery, VerifyQuery,
+};
+
+/// A SQL statement under construction, with its positional parameters.
+#[derive(Debug, Default)]
+struct Sql {
+    text: String,
+    params: Vec<Value>,
+}
+
+impl Sql {
+    fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    fn bind(&mut self, value: impl Into<Value>) -> &mut Self {
+        self.params.push(value.into());
+        self.text.push('?');
+        self
+    }
+
+    /// `(?, ?, ...)` with one parameter per value.
+    fn bind_list<S: AsRef<str>>(&mut self, values: &[S]) -> &mut Self {
+        self.text.push('(');
+        for (index, value) in values.iter().enumerate() {
+            if index > 0 {
+                self.text.push_str(", ");
+            }
+            self.bind(value.as_ref().to_owned());
+        }
+        self.text.push(')');
+        self
+    }
+
+    /// ` AND column IN (...)` when `values` is non-empty.
+    fn and_in<S: AsRef<str>>(&mut self, column: &str, values: &[S]) -> &mut Self {
+        if !values.is_empty() {
+            self.push(" AND ").push(column).push(" IN ");
+            self.bind_list(values);
+        }
+        self
+    }
+}
+
+/// The member lists of projects, tolerant of a corrupt JSON column.
+const MEMBERS: &str = "json_each(CASE WHEN json_valid(p.users) THEN p.users ELSE '[]' END) m";
+
+/// `(cluster_id, project)` pairs of the projects any of `users` is a member of.
+fn memberships_of(sql: &mut Sql, users: &[String]) {
+    sql.push("SELECT p.cluster_id, p.name FROM projects p, ")
+        .push(MEMBERS)
+        .push(" WHERE m.value IN ");
+    sql.bind_list(users);
+}
+
+/// `(cluster_id, project)` pairs of every project that has at least one member.
+const PROJECTS_WITH_MEMBERS: &str = "SELECT p.cluster_id, p.name FROM projects p \
+     WHERE json_valid(p.users) AND json_type(p.users) = 'array' \
+     AND json_array_length(p.users) > 0";
+
+/// The `<project>:svc` service accounts of k8s namespaces named in the filters.
+fn service_accounts(projects: &[String]) -> Vec<String> {
+    projects
+        .iter()
+        .map(|project| format!("{project}:svc"))
+        .collect()
+}
+
+/// Admin user list: the `user` params plus the service accounts of the named projects,
+/// empty when no user was named (then no user filter applies).
+fn admin_user_list(filters: &Filters) -> Vec<String> {
+    if filters.users.is_empty() {
+        return Vec::new();
+    }
+    let mut users = filters.users.clone();
+    users.extend(service_accounts(&filters.projects));
+    users
+}
+
+/// Appends the scope predicate on rows that have `cluster_id` and `project` columns and
+/// are aggregated per project (usage tables): members see their projects' rows.
+fn and_project_scope(sql: &mut Sql, scope: &Scope, filters: &Filters) {
+    sql.push(" AND (cluster_id, project) IN (");
+    match scope {
+        Scope::User(user) => memberships_of(sql, std::slice::from_ref(user)),
+        Scope::Admin => {
+            let users = admin_user_list(filters);
+            if users.is_empty() {
+                sql.push(PROJECTS_WITH_MEMBERS);
+            } else {
+                memberships_of(sql, &users);
+            }
+        }
+    }
+    sql.push(")");
+}
+
+/// Reads a TEXT column (NULL and other types as the empty string), invalid UTF-8 replaced
+/// byte by byte as Go does.
+fn text(row: &Row<'_>, index: usize) -> rusqlite::Result<String> {
+    Ok(match row.get_ref(index)? {
+        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => decode_text_lossy(bytes),
+        ValueRef::Integer(value) => value.to_string(),
+        ValueRef::Real(value) => value.to_string(),
+        ValueRef::Null => String::new(),
+    })
+}
+
+/// Reads an INTEGER column; NULL or unparsable text is 0.
+fn integer(row: &Row<'_>, index: usize) -> rusqlite::Result<i64> {
+    Ok(match row.get_ref(index)? {
+        ValueRef::Integer(value) => value,
+        ValueRef::Real(value) => value as i64,
+        ValueRef::Text(bytes) => std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0),
+        ValueRef::Null | ValueRef::Blob(_) => 0,
+    })
+}
+
+/// Counts rows whose JSON columns could not be decoded; they are emitted with the
+/// undecodable value left empty, and the envelope gets a warning.
+#[derive(Debug, Default)]
+struct ScanProblems(usize);
+
+impl ScanProblems {
+    fn metric(&mut self, row: &Row<'_>, index: usize) -> rusqlite::Result<MetricMap> {
+        let text = text(row, index)?;
+        if text.is_empty() {
+            return Ok(MetricMap::default());
+        }
+        Ok(MetricMap::decode(&text).unwrap_or_else(|_| {
+            self.0 += 1;
+            MetricMap::default()
+        }))
+    }
+
+    fn generic(&mut self, row: &Row<'_>, index: usize) -> rusqlite::Result<Generic> {
+        let text = text(row, index)?;
+        if text.is_empty() {
+            return Ok(Generic::default());
+        }
+        Ok(Generic::decode(&text).unwrap_or_else(|_| {
+            self.0 += 1;
+            Generic::default()
+        }))
+    }
+
+    fn list(&mut self, row: &Row<'_>, index: usize) -> rusqlite::Result<List> {
+        let text = text(row, index)?;
+        if text.is_empty() {
+            return Ok(List::default());
+        }
+        Ok(List::decode(&text).unwrap_or_else(|_| {
+            self.0 += 1;
+            List::default()
+        }))
+    }
+
+    /// The envelope warnings: the reference's wording, counting rows, not columns.
+    fn into_warnings(self, rows_with_problems: usize) -> Vec<String> {
+        if self.0 == 0 {
+            Vec::new()
+        } else {
+            vec![format!("failed to scan {rows_with_problems} rows")]
+        }
+    }
+}
+
+/// Runs `sql` and maps every row, counting rows with undecodable JSON.
+fn collect_rows<T>(
+    conn: &Connection,
+    sql: &Sql,
+    mut map: impl FnMut(&Row<'_>, &mut ScanProblems) -> rusqlite::Result<T>,
+) -> Result<Rows<T>, StorageError> {
+    let mut statement = conn.prepare_cached(&sql.text)?;
+    let mut result_rows = statement.query(params_from_iter(sql.params.iter()))?;
+    let mut rows = Vec::new();
+    let mut problems = ScanProblems::default();
+    let mut rows_with_problems = 0;
+    while let Some(row) = result_rows.next()? {
+        let before = problems.0;
+        rows.push(map(row, &mut problems)?);
+        if problems.0 > before {
+            rows_with_problems += 1;
+        }
+    }
+    Ok(Rows {
+        rows,
+        warnings: problems.into_warnings(rows_with_problems),
+    })
+}
+
+/// `GET /units[/admin]`: units that ended in the window (plus running ones), or the
+/// given uuids, ordered by cluster and uuid.
+pub fn units(conn: &Connection, query: &UnitQuery) -> Result<Rows<Unit>, StorageError> {
+    let fields: Vec<UnitField> = query.fields.iter().collect();
+    let mut sql = Sql::default();
+    sql.push("SELECT ");
+    for (index, field) in fields.iter().enumerate() {
+        if index > 0 {
+            sql.push(", ");
+        }
+        sql.push(field.name());
+    }
+    sql.push(" FROM units WHERE ignore = 0");
+    let filters = &query.filters;
+    match &query.scope {
+        Scope::User(user) => {
+            sql.push(" AND (username = ").bind(user.clone());
+            if !filters.projects.is_empty() {
+                // Service accounts of namespaces the user is a member of (same cluster).
+                sql.push(" OR (username = project || ':svc' AND (cluster_id, project) IN (");
+                memberships_of(&mut sql, std::slice::from_ref(user));
+                sql.push("))");
+            }
+            sql.push(")");
+        }
+        Scope::Admin => {
+            sql.and_in("username", &admin_user_list(filters));
+        }
+    }
+    sql.and_in("project", &filters.projects)
+        .and_in("cluster_id", &filters.cluster_ids);
+    if !query.uuids.is_empty() {
+        sql.and_in("uuid", &query.uuids);
+    } else if let Some(window) = &query.window {
+        sql.push(" AND (ended_at BETWEEN ")
+            .bind(window.from.clone())
+            .push(" AND ")
+            .bind(window.to.clone());
+        if query.running {
+            sql.push(" OR ended_at_ts = 0");
+        }
+        sql.push(")");
+    }
+    sql.push(" ORDER BY cluster_id, uuid");
+
+    collect_rows(conn, &sql, |row, problems| {
+        let mut unit = Unit::default();
+        for (index, field) in fields.iter().enumerate() {
+            match field {
+                UnitField::ClusterId => unit.cluster_id = text(row, index)?,
+                UnitField::ResourceManager => unit.resource_manager = text(row, index)?,
+                UnitField::Uuid => unit.uuid = text(row, index)?,
+                UnitField::Name => unit.name = text(row, index)?,
+                UnitField::Project => unit.project = text(row, index)?,
+                UnitField::Groupname => unit.groupname = text(row, index)?,
+                UnitField::Username => unit.username = text(row, index)?,
+                UnitField::CreatedAt => unit.created_at = text(row, index)?,
+                UnitField::StartedAt => unit.started_at = text(row, index)?,
+                UnitField::EndedAt => unit.ended_at = text(row, index)?,
+                UnitField::CreatedAtTs => unit.created_at_ts = integer(row, index)?,
+                UnitField::StartedAtTs => unit.started_at_ts = integer(row, index)?,
+                UnitField::EndedAtTs => unit.ended_at_ts = integer(row, index)?,
+                UnitField::Elapsed => unit.elapsed = text(row, index)?,
+                UnitField::State => unit.state = text(row, index)?,
+                UnitField::Allocation => unit.allocation = problems.generic(row, index)?,
+                UnitField::Metric(metric) => {
+                    *unit.metrics.get_mut(*metric) = problems.metric(row, index)?;
+                }
+                UnitField::Tags => unit.tags = problems.generic(row, index)?,
+            }
+        }
+        Ok(unit)
+    })
+}
+
+/// `GET /units/verify`: true when every requested uuid exists in the given clusters and
+/// every unit with such a uuid belongs to the user, directly or through a membership of
+/// its project in its cluster.
+pub fn verify_ownership(conn: &Connection, query: &VerifyQuery) -> Result<bool, StorageError> {
+    if query.user.is_empty() || query.cluster_ids.is_empty() || query.uuids.is_empty() {
+        return Ok(false);
+    }
+    let mut distinct = query.uuids.clone();
+    distinct.sort();
+    distinct.dedup();
+
+    let mut sql = Sql::default();
+    sql.push("SELECT COUNT(DISTINCT CASE WHEN owned THEN uuid END), COUNT(CASE WHEN NOT owned THEN 1 END) FROM (SELECT uuid, (username = ")
+        .bind(query.user.clone())
+        .push(" OR (cluster_id, project) IN (");
+    memberships_of(&mut sql, std::slice::from_ref(&query.user));
+    sql.push(")) AS owned FROM units WHERE 1 = 1");
+    sql.and_in("cluster_id", &query.cluster_ids)
+        .and_in("uuid", &distinct);
+    sql.push(")");
+
+    let mut statement = conn.prepare_cached(&sql.text)?;
+    let (owned, foreign): (i64, i64) = statement
+        .query_row(params_from_iter(sql.params.iter()), |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
+    Ok(foreign == 0 && usize::try_from(owned).is_ok_and(|owned| owned == distinct.len()))
+}
+
+/// The JSON path of a metric key, quoted so any key is safe.
+fn json_path(key: &str) -> String {
+    format!("$.\"{}\"", key.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The distinct keys of a metric map over the units that the window and the project and
+/// cluster filters select (not the access scope: the reference's key set).
+fn metric_keys(
+    conn: &Connection,
+    metric: Metric,
+    query: &CurrentUsageQuery,
+) -> Result<Vec<String>, StorageError> {
+    let column = metric.column();
+    let mut sql = Sql::default();
+    sql.push("SELECT DISTINCT k.key FROM units, json_each(CASE WHEN json_valid(units.")
+        .push(column)
+        .push(") AND json_type(units.")
+        .push(column)
+        .push(") = 'object' THEN units.")
+        .push(column)
+        .push(" ELSE '{}' END) k WHERE last_updated_at BETWEEN ")
+        .bind(query.window.from.clone())
+        .push(" AND ")
+        .bind(query.window.to.clone());
+    sql.and_in("project", &query.filters.projects)
+        .and_in("cluster_id", &query.filters.cluster_ids);
+    if query.terminated_only {
+        sql.push(" AND ended_at_ts > 0");
+    }
+    sql.push(" ORDER BY k.key");
+    let mut statement = conn.prepare_cached(&sql.text)?;
+    let keys = statement
+        .query_map(params_from_iter(sql.params.iter()), |row| text(row, 0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(keys)
+}
+
+/// The answer of current usage: `rows` is `None` for the reference's `data: null`
+/// (no selected field needed an aggregate).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurrentUsage {
+    pub rows: Option<Vec<Usage>>,
+    pub warnings: Vec<String>,
+}
+
+/// `GET /usage/current[/admin]`: per (user, project) aggregates of the units updated in
+/// the window.
+pub fn current_usage(
+    conn: &Connection,
+    query: &CurrentUsageQuery,
+) -> Result<CurrentUsage, StorageError> {
+    let mut warnings = Vec::new();
+    let mut metric_items: Vec<(Metric, Vec<String>)> = Vec::new();
+    for field in query.fields.iter() {
+        let UsageField::Metric(metric) = field else {
+            continue;
+        };
+        match metric_keys(conn, metric, query) {
+            Ok(keys) => {
+                // A total with no key needs no lookup; an average always runs (its
+                // weights are looked up), as the reference does.
+                if !keys.is_empty() || metric.weight_key().is_some() {
+                    metric_items.push((metric, keys));
+                }
+            }
+            Err(error) => {
+                tracing::warn!(metric = metric.column(), %error, "metric key lookup failed");
+                warnings.push(format!("failed to build query for {}", metric.column()));
+            }
+        }
+    }
+    if metric_items.is_empty() {
+        // Nothing needs a lookup: the reference runs no query and answers `data: null`.
+        return Ok(CurrentUsage {
+            rows: None,
+            warnings,
+        });
+    }
+
+    match run_current_usage(conn, query, &metric_items, "SUM") {
+        Err(StorageError::Sqlite(error)) if error.to_string().contains("integer overflow") => {
+            // Integer sums that overflow int64 are summed as floats instead of failing.
+            run_current_usage(conn, query, &metric_items, "TOTAL")
+        }
+        other => other,
+    }
+    .map(|rows| {
+        let mut all_warnings = rows.warnings;
+        all_warnings.extend(warnings);
+        CurrentUsage {
+            rows: Some(rows.rows),
+            warnings: all_warnings,
+        }
+    })
+}
+
+fn run_current_usage(
+    conn: &Connection,
+    query: &CurrentUsageQuery,
+    metric_items: &[(Metric, Vec<String>)],
+    sum: &str,
+) -> Result<Rows<Usage>, StorageError> {
+    let table = if query.experimental {
+        "daily_usage"
+    } else {
+        "units"
+    };
+    let sum_of = |expression: &str| -> String {
+        if sum == "SUM" {
+            format!("SUM({expression})")
+        } else {
+            format!("CASE WHEN COUNT({expression}) = 0 THEN NULL ELSE TOTAL({expression}) END")
+        }
+    };
+
+    let mut sql = Sql::default();
+    sql.push("SELECT cluster_id, resource_manager, ");
+    if query.experimental {
+        sql.push(&sum_of("num_units"));
+    } else {
+        sql.push("COUNT(*)");
+    }
+    sql.push(", project, groupname, username");
+    for (metric, keys) in metric_items {
+        sql.push(", json_object(");
+        for (index, key) in keys.iter().enumerate() {
+            if index > 0 {
+                sql.push(", ");
+            }
+            sql.bind(key.clone()).push(", ");
+            let value = format!("json_extract({}, ?)", metric.column());
+            match metric.weight_key() {
+                None => {
+                    sql.push(&sum_of(&value));
+                    sql.params.push(Value::Text(json_path(key)));
+                }
+                Some(weight_key) => {
+                    let weight = "json_extract(total_time_seconds, ?)";
+                    sql.push(&sum_of(&format!("{value} * {weight}")));
+                    sql.push(" / ");
+                    sql.push(&sum_of(weight));
+                    sql.params.push(Value::Text(json_path(key)));
+                    sql.params.push(Value::Text(json_path(weight_key)));
+                    sql.params.push(Value::Text(json_path(weight_key)));
+                }
+            }
+        }
+        sql.push(")");
+    }
+    sql.push(" FROM ")
+        .push(table)
+        .push(" WHERE last_updated_at BETWEEN ");
+    sql.bind(query.window.from.clone())
+        .push(" AND ")
+        .bind(query.window.to.clone());
+    and_project_scope(&mut sql, &query.scope, &query.filters);
+    sql.and_in("project", &query.filters.projects)
+        .and_in("cluster_id", &query.filters.cluster_ids);
+    if query.terminated_only {
+        sql.push(" AND ended_at_ts > 0");
+    }
+    let mut group_by: Vec<&str> = vec!["username", "project"];
+    group_by.extend(query.group_by.iter().map(|group| group.column()));
+    group_by.sort_unstable();
+    group_by.dedup();
+    sql.push(" GROUP BY ").push(&group_by.join(", "));
+    sql.push(" ORDER BY cluster_id, username, project");
+
+    let selected = query.fields;
+    collect_rows(conn, &sql, |row, problems| {
+        let mut usage = Usage::default();
+        if selected.contains(UsageField::ClusterId) {
+            usage.cluster_id = text(row, 0)?;
+        }
+        if selected.contains(UsageField::ResourceManager) {
+            usage.resource_manager = text(row, 1)?;
+        }
+        if selected.contains(UsageField::NumUnits) {
+            usage.num_units = integer(row, 2)?;
+        }
+        if selected.contains(UsageField::Project) {
+            usage.project = text(row, 3)?;
+        }
+        if selected.contains(UsageField::Groupname) {
+            usage.groupname = text(row, 4)?;
+        }
+        if selected.contains(UsageField::Username) {
+            usage.username = text(row, 5)?;
+        }
+        for (index, (metric, _)) in metric_items.iter().enumerate() {
+            *usage.metrics.get_mut(*metric) = problems.metric(row, 6 + index)?;
+        }
+        Ok(usage)
+    })
+}
+
+/// `GET /usage/global[/admin]`: lifetime aggregates from the `usage` table.
+pub fn global_usage(
+    conn: &Connection,
+    query: &GlobalUsageQuery,
+) -> Result<Rows<Usage>, StorageError> {
+    let fields: Vec<UsageField> = query.fields.iter().collect();
+    let mut sql = Sql::default();
+    sql.push("SELECT ");
+    for (index, field) in fields.iter().enumerate() {
+        if index > 0 {
+            sql.push(", ");
+        }
+        sql.push(field.name());
+    }
+    sql.push(" FROM usage WHERE 1 = 1");
+    and_project_scope(&mut sql, &query.scope, &query.filters);
+    sql.and_in("project", &query.filters.projects)
+        .and_in("cluster_id", &query.filters.cluster_ids);
+    sql.push(" ORDER BY cluster_id, username, project");
+
+    collect_rows(conn, &sql, |row, problems| {
+        let mut usage = Usage::default();
+        for (index, field) in fields.iter().enumerate() {
+            match field {
+                UsageField::ClusterId => usage.cluster_id = text(row, index)?,
+                UsageField::ResourceManager => usage.resource_manager = text(row, index)?,
+                UsageField::NumUnits => usage.num_units = integer(row, index)?,
+                UsageField::Project => usage.project = text(row, index)?,
+                UsageField::Groupname => usage.groupname = text(row, index)?,
+                UsageField::Username => usage.username = text(row, index)?,
+                UsageField::Metric(metric) => {
+                    *usage.metrics.get_mut(*metric) = problems.metric(row, index)?;
+                }
+            }
+        }
+        Ok(usage)
+    })
+}
+
+/// `GET /projects[/admin]`: a user's projects (membership per cluster), or for admins
+/// every project that has members.
+pub fn projects(conn: &Connection, query: &ProjectQuery) -> Result<Rows<Project>, StorageError> {
+    let mut sql = Sql::default();
+    sql.push("SELECT uid, cluster_id, resource_manager, name, users, tags FROM projects WHERE (cluster_id, name) IN (");
+    match &query.scope {
+        Scope::User(user) => memberships_of(&mut sql, std::slice::from_ref(user)),
+        Scope::Admin => {
+            sql.push(PROJECTS_WITH_MEMBERS);
+        }
+    }
+    sql.push(")");
+    sql.and_in("name", &query.filters.projects)
+        .and_in("cluster_id", &query.filters.cluster_ids);
+    sql.push(" ORDER BY cluster_id, name");
+    collect_rows(conn, &sql, |row, problems| {
+        Ok(Project {
+            uid: text(row, 0)?,
+            cluster_id: text(row, 1)?,
+            resource_manager: text(row, 2)?,
+            name: text(row, 3)?,
+            users: problems.list(row, 4)?,
+            tags: problems.list(row, 5)?,
+        })
+    })
+}
+
+fn user_row(row: &Row<'_>, problems: &mut ScanProblems) -> rusqlite::Result<User> {
+    Ok(User {
+        uid: text(row, 0)?,
+        cluster_id: text(row, 1)?,
+        resource_manager: text(row, 2)?,
+        name: text(row, 3)?,
+        projects: problems.list(row, 4)?,
+        tags: problems.list(row, 5)?,
+    })
+}
+
+/// `GET /users[/admin]`: the current user's rows, or for admins the named users (every
+/// user when none is named).
+pub fn users(conn: &Connection, query: &UserQuery) -> Result<Rows<User>, StorageError> {
+    let mut sql = Sql::default();
+    sql.push(
+        "SELECT uid, cluster_id, resource_manager, name, projects, tags FROM users WHERE name",
+    );
+    match &query.scope {
+        Scope::User(user) => {
+            sql.push(" = ").bind(user.clone());
+        }
+        Scope::Admin => {
+            let mut names = query.filters.users.clone();
+            names.extend(service_accounts(&query.filters.projects));
+            if names.is_empty() {
+                sql.push(" IS NOT NULL");
+            } else {
+                sql.push(" IN ").bind_list(&names);
+            }
+        }
+    }
+    sql.and_in("cluster_id", &query.filters.cluster_ids);
+    sql.push(" ORDER BY cluster_id, name");
+    collect_rows(conn, &sql, user_row)
+}
+
+/// `GET /users/admin?role=admin`: every admin user row, in insertion order.
+pub fn admin_users(conn: &Connection) -> Result<Rows<User>, StorageError> {
+    let mut sql = Sql::default();
+    sql.push("SELECT uid, cluster_id, resource_manager, name, projects, tags FROM admin_users ORDER BY rowid");
+    collect_rows(conn, &sql, user_row)
+}
+
+/// The names of every admin user recorded in the database.
+pub fn admin_user_names(conn: &Connection) -> Result<Vec<String>, StorageError> {
+    let mut statement =
+        conn.prepare_cached("SELECT name FROM admin_users WHERE name IS NOT NULL")?;
+    let names = statement
+        .query_map([], |row| text(row, 0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(names)
+}
+
+/// `GET /clusters/admin`: the distinct (cluster, manager) pairs of the units table.
+pub fn clusters(conn: &Connection) -> Result<Rows<Cluster>, StorageError> {
+    let mut sql = Sql::default();
+    sql.push("SELECT DISTINCT cluster_id, resource_manager FROM units ORDER BY cluster_id, resource_manager");
+    collect_rows(conn, &sql, |row, _| {
+        Ok(Cluster {
+            id: text(row, 0)?,
+            manager: text(row, 1)?,
+        })
+    })
+}
+
+/// `GET /stats/{current,global}/admin`: per-cluster unit, user and project counts.
+pub fn stats(conn: &Connection, query: &StatsQuery) -> Result<Rows<Stat>, StorageError> {
+    let mut sql = Sql::default();
+    sql.push(
+        "SELECT cluster_id, resource_manager, COUNT(*), \
+         COUNT(CASE WHEN ended_at_ts > 0 THEN 1 END), \
+         COUNT(CASE WHEN ended_at_ts = 0 THEN 1 END), \
+         COUNT(DISTINCT project), COUNT(DISTINCT username) FROM units WHERE 1 = 1",
+    );
+    sql.and_in("cluster_id", &query.cluster_ids);
+    if let Some(window) = &query.window {
+        sql.push(" AND (ended_at BETWEEN ")
+            .bind(window.from.clone())
+            .push(" AND ")
+            .bind(window.to.clone())
+            .push(" OR ended_at_ts = 0)");
+    }
+    sql.push(" GROUP BY cluster_id ORDER BY cluster_id");
+    collect_rows(conn, &sql, |row, _| {
+        Ok(Stat {
+            cluster_id: text(row, 0)?,
+            resource_manager: text(row, 1)?,
+            num_units: integer(row, 2)?,
+            num_inactive_units: integer(row, 3)?,
+            num_active_units: integer(row, 4)?,
+            num_projects: integer(row, 5)?,
+            num_users: integer(row, 6)?,
+        })
+    })
+}
