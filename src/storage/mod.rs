@@ -12,6 +12,7 @@ pub mod pool;
 pub mod queries;
 
 pub use migrations::MigrationError;
+pub use pool::{Database, DatabaseOptions, DATABASE_FILE_NAME};
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
