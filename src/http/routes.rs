@@ -261,7 +261,7 @@ async fn is_admin(api: &Api, user: &str) -> bool {
     if api.config_admins.contains(user) {
         return true;
     }
-    match api.db.read(crate::storage::queries::admin_user_names).await {
+    match api.db.read(crate::storage::admin::admin_user_names).await {
         Ok(names) => names.iter().any(|name| name == user),
         Err(error) => {
             tracing::warn!(%error, "failed to read admin users; treating the user as non-admin");

@@ -1,1 +1,200 @@
-//! admin
+//! The admin list in `admin_users`: syncing the names from the config (`ceems` rows) and
+//! reading every admin name for the identity check.
+//!
+//! Rows of other sources (tags `["grafana"]`) are written elsewhere and never touched here.
+
+use rusqlite::{params, Connection, TransactionBehavior};
+
+use super::StorageError;
+
+/// The `tags` of a row that comes from the config file.
+pub const CONFIG_ADMIN_TAGS: &str = r#"["ceems"]"#;
+
+/// Makes the `ceems` rows of `admin_users` equal to `names`, in one transaction: upserts
+/// one row per name (cluster `all`, empty uid and resource manager, projects `[]`, tags
+/// `["ceems"]`, `last_updated_at` = `updated_at_dt`) and deletes the `["ceems"]` rows whose
+/// name is no longer listed, so that removing an admin from the config revokes the right.
+/// Empty names are skipped: an admin row named "" could match an unset identity.
+pub fn sync_config_admins(
+    conn: &mut Connection,
+    names: &[String],
+    updated_at_dt: &str,
+) -> Result<(), StorageError> {
+    let names: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|name| !name.is_empty())
+        .collect();
+    let transaction = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut upsert = transaction.prepare_cached(
+            "INSERT INTO admin_users (uid, cluster_id, resource_manager, name, projects, tags, last_updated_at)
+             VALUES ('', 'all', '', ?1, '[]', ?2, ?3)
+             ON CONFLICT (cluster_id, name) DO UPDATE SET
+               uid = excluded.uid,
+               resource_manager = excluded.resource_manager,
+               projects = excluded.projects,
+               tags = excluded.tags,
+               last_updated_at = excluded.last_updated_at",
+        )?;
+        for name in &names {
+            upsert.execute(params![name, CONFIG_ADMIN_TAGS, updated_at_dt])?;
+        }
+        // The kept names travel as one JSON array so the statement has a fixed shape.
+        let kept_names = serde_json::to_string(&names)
+            .map_err(|error| StorageError::Other(format!("encoding admin names: {error}")))?;
+        let removed = transaction.execute(
+            "DELETE FROM admin_users
+             WHERE cluster_id = 'all' AND tags = ?1
+               AND (name IS NULL OR name NOT IN (SELECT value FROM json_each(?2)))",
+            params![CONFIG_ADMIN_TAGS, kept_names],
+        )?;
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "revoked admin rights of users no longer in the config"
+            );
+        }
+    }
+    transaction.commit()?;
+    Ok(())
+}
+
+/// Every admin name, whatever its source, in first-insertion order, without duplicates.
+pub fn admin_user_names(conn: &Connection) -> Result<Vec<String>, StorageError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT name FROM admin_users WHERE name IS NOT NULL GROUP BY name ORDER BY min(id)",
+    )?;
+    let names = statement
+        .query_map([], |row| row.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::migrations::migrate;
+
+    fn migrated() -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        conn
+    }
+
+    fn rows(conn: &Connection) -> Vec<(String, String, String, String, String, String, String)> {
+        conn.prepare(
+            "SELECT uid, cluster_id, resource_manager, name, projects, tags, last_updated_at
+             FROM admin_users ORDER BY name",
+        )
+        .unwrap()
+        .query_map([], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get(5)?,
+                row.get(6)?,
+            ))
+        })
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+    }
+
+    fn row(
+        name: &str,
+        tags: &str,
+        at: &str,
+    ) -> (String, String, String, String, String, String, String) {
+        (
+            String::new(),
+            "all".into(),
+            String::new(),
+            name.into(),
+            "[]".into(),
+            tags.into(),
+            at.into(),
+        )
+    }
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|name| (*name).to_owned()).collect()
+    }
+
+    #[test]
+    fn sync_inserts_updates_and_revokes_config_admins_only() {
+        let mut conn = migrated();
+        conn.execute(
+            "INSERT INTO admin_users (name, tags, last_updated_at) VALUES ('graf1', '[\"grafana\"]', 'g')",
+            [],
+        )
+        .unwrap();
+        sync_config_admins(&mut conn, &names(&["adm1", "adm2", "", "adm1"]), "t1").unwrap();
+        assert_eq!(
+            rows(&conn),
+            vec![
+                row("adm1", r#"["ceems"]"#, "t1"),
+                row("adm2", r#"["ceems"]"#, "t1"),
+                row("graf1", r#"["grafana"]"#, "g"),
+            ]
+        );
+
+        // adm2 leaves the config: its row goes; graf1 is not the config's to remove.
+        sync_config_admins(&mut conn, &names(&["adm1", "adm3"]), "t2").unwrap();
+        assert_eq!(
+            rows(&conn),
+            vec![
+                row("adm1", r#"["ceems"]"#, "t2"),
+                row("adm3", r#"["ceems"]"#, "t2"),
+                row("graf1", r#"["grafana"]"#, "g"),
+            ]
+        );
+
+        // An empty config list removes every config admin.
+        sync_config_admins(&mut conn, &[], "t3").unwrap();
+        assert_eq!(rows(&conn), vec![row("graf1", r#"["grafana"]"#, "g")]);
+    }
+
+    #[test]
+    fn sync_keeps_a_name_whose_row_another_source_took_over() {
+        let mut conn = migrated();
+        sync_config_admins(&mut conn, &names(&["both"]), "t1").unwrap();
+        // The Grafana sync rewrites the row with its own tag.
+        conn.execute(
+            "UPDATE admin_users SET tags = '[\"grafana\"]', last_updated_at = 'g' WHERE name = 'both'",
+            [],
+        )
+        .unwrap();
+        sync_config_admins(&mut conn, &[], "t2").unwrap();
+        assert_eq!(rows(&conn), vec![row("both", r#"["grafana"]"#, "g")]);
+    }
+
+    #[test]
+    fn names_with_quotes_and_unicode_survive_the_json_round_trip() {
+        let mut conn = migrated();
+        let tricky = names(&["o'neil", "a\"b", "zoë", "<x>&"]);
+        sync_config_admins(&mut conn, &tricky, "t1").unwrap();
+        sync_config_admins(&mut conn, &tricky, "t2").unwrap();
+        let mut stored = admin_user_names(&conn).unwrap();
+        stored.sort();
+        let mut expected = tricky.clone();
+        expected.sort();
+        assert_eq!(stored, expected);
+    }
+
+    #[test]
+    fn admin_user_names_lists_every_non_null_name_once() {
+        let mut conn = migrated();
+        conn.execute_batch(
+            "INSERT INTO admin_users (name, tags) VALUES ('graf1', '[\"grafana\"]');
+             INSERT INTO admin_users (name, tags) VALUES (NULL, '[\"grafana\"]');
+             INSERT INTO admin_users (cluster_id, name, tags) VALUES ('c0', 'graf1', '[\"grafana\"]');",
+        )
+        .unwrap();
+        sync_config_admins(&mut conn, &names(&["adm1"]), "t").unwrap();
+        assert_eq!(admin_user_names(&conn).unwrap(), names(&["graf1", "adm1"]));
+    }
+}

@@ -1,4 +1,9 @@
-//! Storage: the only module that imports rusqlite.
+//! Storage: the only module that imports rusqlite. Owns the SQLite file, its schema
+//! (migrations from `sql/`), the custom SQL functions, the writer and the read-only pool,
+//! the admin list, the upserts of the collect cycle and the read queries.
+//!
+//! Architecture invariant: nothing outside this module sees a `rusqlite` type except
+//! through the closures handed to [`Database::read`] and [`Database::write`].
 
 pub mod admin;
 pub mod functions;
@@ -6,13 +11,24 @@ pub mod migrations;
 pub mod pool;
 pub mod queries;
 
-pub use pool::{Database, DATABASE_FILE_NAME};
+pub use migrations::MigrationError;
+pub use pool::{Database, DatabaseOptions, DATABASE_FILE_NAME};
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("{0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("database migration: {0}")]
+    Migration(#[from] MigrationError),
+    #[error("database file {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("database task did not finish: {0}")]
+    Join(String),
     #[error("{0}")]
     Other(String),
 }

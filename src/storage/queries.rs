@@ -617,16 +617,6 @@ pub fn admin_users(conn: &Connection) -> Result<Rows<User>, StorageError> {
     collect_rows(conn, &sql, user_row)
 }
 
-/// The names of every admin user recorded in the database.
-pub fn admin_user_names(conn: &Connection) -> Result<Vec<String>, StorageError> {
-    let mut statement =
-        conn.prepare_cached("SELECT name FROM admin_users WHERE name IS NOT NULL")?;
-    let names = statement
-        .query_map([], |row| text(row, 0))?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(names)
-}
-
 /// `GET /clusters/admin`: the distinct (cluster, manager) pairs of the units table.
 pub fn clusters(conn: &Connection) -> Result<Rows<Cluster>, StorageError> {
     let mut sql = Sql::default();
