@@ -1,1 +1,122 @@
 //! Builds storage and the HTTP server from the settings and owns shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::Settings;
+use crate::http::{self, listener, web_config::WebConfigHandle};
+use crate::model::time::format_dt;
+use crate::model::SERVICE_ACCOUNT;
+use crate::storage::{admin, Database};
+
+/// A running server.
+pub struct App {
+    addresses: Vec<SocketAddr>,
+    database: Database,
+    server: JoinHandle<std::io::Result<()>>,
+    stop: oneshot::Sender<()>,
+}
+
+impl App {
+    /// Opens (creating and migrating) the database, records the config's admins, binds
+    /// every listen address and starts serving. Any failure is a start-up error.
+    pub async fn build(settings: Settings) -> anyhow::Result<App> {
+        let flags = &settings.flags;
+        let data = &settings.config.server.data;
+
+        let web = match &flags.web_config_file {
+            Some(path) => Some(
+                WebConfigHandle::open(path)
+                    .with_context(|| format!("--web.config.file {}", path.display()))?,
+            ),
+            None => None,
+        };
+
+        let database = Database::open(&data.path)
+            .with_context(|| format!("opening the database under {}", data.path.display()))?;
+
+        let admins = config_admins(&settings);
+        let now = format_dt(chrono::Utc::now().timestamp(), data.time_zone);
+        database
+            .write(move |conn| admin::sync_config_admins(conn, &admins, &now))
+            .await
+            .context("recording the config's admin users")?;
+
+        let api = http::build_api(&settings, database.clone())?;
+        let listeners = listener::bind(&flags.listen_addresses)
+            .await
+            .context("--web.listen-address")?;
+        let addresses = listeners
+            .iter()
+            .map(|listener| listener.local_addr())
+            .collect::<Result<Vec<_>, _>>()?;
+        for address in &addresses {
+            tracing::info!(%address, tls = web.as_ref().is_some_and(WebConfigHandle::tls_enabled_at_start), "listening");
+        }
+
+        let (stop, stopped) = oneshot::channel::<()>();
+        let service = warp::service(http::routes::filter(Arc::new(api)));
+        let server = tokio::spawn(listener::serve(listeners, web, service, async move {
+            let _ = stopped.await;
+        }));
+        Ok(App {
+            addresses,
+            database,
+            server,
+            stop,
+        })
+    }
+
+    /// The bound addresses (port 0 resolved).
+    pub fn local_addresses(&self) -> &[SocketAddr] {
+        &self.addresses
+    }
+
+    /// The port of the first listener.
+    pub fn port(&self) -> u16 {
+        self.addresses.first().map_or(0, SocketAddr::port)
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+
+    /// Serves until `signal` resolves (or the server fails), then shuts down gracefully.
+    pub async fn run_until_stopped(self, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let App { server, stop, .. } = self;
+        tokio::pin!(server);
+        tokio::select! {
+            result = &mut server => {
+                return result.context("server task")?.context("server");
+            }
+            () = signal => {
+                tracing::info!("shutting down");
+            }
+        }
+        let _ = stop.send(());
+        server.await.context("server task")?.context("server")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    /// Stops serving and waits for in-flight requests (used by tests).
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.run_until_stopped(std::future::ready(())).await
+    }
+}
+
+/// The admins named in the config plus the load balancer's service account, which is
+/// always an admin (the reference adds it only when an `admin:` section exists).
+pub fn config_admins(settings: &Settings) -> Vec<String> {
+    let mut admins = settings.config.server.admin.users.clone();
+    if !admins.iter().any(|name| name == SERVICE_ACCOUNT) {
+        admins.push(SERVICE_ACCOUNT.to_owned());
+    }
+    admins.retain(|name| !name.is_empty());
+    admins
+}

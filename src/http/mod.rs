@@ -23,3 +23,49 @@ pub mod web_config;
 /// The peer address of a connection, put in every request's extensions by the listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddr(pub std::net::SocketAddr);
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crate::config::Settings;
+use crate::storage::Database;
+
+/// A setting of the HTTP layer that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpSetupError {
+    #[error(transparent)]
+    UserHeader(#[from] identity::InvalidHeaderName),
+    #[error(transparent)]
+    CorsOrigin(#[from] cors::InvalidOrigin),
+    #[error(transparent)]
+    Contract(#[from] openapi::InvalidContract),
+}
+
+/// Size bound of the current-usage cache.
+const USAGE_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Builds the shared state of every route from the settings.
+pub fn build_api(settings: &Settings, db: Database) -> Result<routes::Api, HttpSetupError> {
+    let flags = &settings.flags;
+    let user_headers = identity::UserHeaders::new(&flags.user_header_names)?;
+    let cors = cors::Cors::new(&flags.cors_origin, user_headers.names())?;
+    let config_admins: HashSet<String> = crate::app::config_admins(settings).into_iter().collect();
+    Ok(routes::Api {
+        db,
+        routes: routes::RouteTable::new(&flags.route_prefix),
+        user_headers,
+        cors,
+        compression_level: flags.compression.then_some(flags.compression_level),
+        rate_limiter: (flags.max_requests > 0).then(|| rate_limit::RateLimiter::new(flags.max_requests)),
+        time_zone: settings.config.server.data.time_zone,
+        max_period: flags.query_max_period,
+        config_admins,
+        usage_cache: usage_cache::UsageCache::new(USAGE_CACHE_BYTES),
+        swagger: openapi::SwaggerUi::new()?,
+    })
+}
+
+/// The warp filter of the whole API, for in-process tests with `warp::test`.
+pub fn api_filter(api: routes::Api) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
+    routes::filter(Arc::new(api))
+}
