@@ -449,8 +449,10 @@ fn run_current_usage(
                 }
                 Some(weight_key) => {
                     let weight = "json_extract(total_time_seconds, ?)";
+                    // `* 1.0`: a mean of integral values is not truncated (the reference
+                    // divides integers when every stored value is integral).
                     sql.push(&sum_of(&format!("{value} * {weight}")));
-                    sql.push(" / ");
+                    sql.push(" * 1.0 / ");
                     sql.push(&sum_of(weight));
                     sql.params.push(Value::Text(json_path(key)));
                     sql.params.push(Value::Text(json_path(weight_key)));

@@ -1,0 +1,7 @@
+//! Integration tests: the real `App` on port 0 with its own data directory, called over
+//! real HTTP.
+
+mod helpers;
+mod listing;
+mod protocol;
+mod usage;
