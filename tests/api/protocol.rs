@@ -252,3 +252,45 @@ async fn basic_auth_from_the_web_config() {
     assert_eq!(wrong.status(), 401);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn database_errors_are_internal_with_the_sqlite_message() {
+    let app = spawn_app().await;
+    let db = rusqlite::Connection::open(app.data_dir.path().join("ceems.db")).unwrap();
+    db.execute_batch("DROP TABLE projects").unwrap();
+    let envelope = app.get_json("/api/v1/projects", Some("usr1"), 500).await;
+    assert_eq!(envelope["errorType"], "internal");
+    assert!(
+        envelope["error"].as_str().unwrap().contains("no such table: projects"),
+        "{envelope}"
+    );
+    // The ownership check denies on a database error rather than failing open.
+    let envelope = app
+        .get_json("/api/v1/units/verify?cluster_id=slurm-0&uuid=1001", Some("usr1"), 403)
+        .await;
+    assert_eq!(envelope["errorType"], "forbidden");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn undecodable_json_columns_are_warned_about_not_leaked() {
+    let app = spawn_app().await;
+    let db = rusqlite::Connection::open(app.data_dir.path().join("ceems.db")).unwrap();
+    db.execute(
+        "UPDATE units SET avg_cpu_usage = '{\"global\":\"oops\"}' WHERE uuid = '1001' AND cluster_id = 'slurm-0'",
+        [],
+    )
+    .unwrap();
+    let envelope = app
+        .get_json(
+            &format!("/api/v1/units?from={DAY_FROM}&to={}&field=uuid&field=avg_cpu_usage", DAY_FROM + 86_400),
+            Some("usr1"),
+            200,
+        )
+        .await;
+    assert_eq!(envelope["warnings"], serde_json::json!(["failed to scan 1 rows"]));
+    let rows = envelope["data"].as_array().unwrap();
+    assert_eq!(rows[0], serde_json::json!({"uuid": "1001"}), "the bad map is left out");
+    assert_eq!(rows[1]["avg_cpu_usage"]["global"], 60, "the next row keeps its own value");
+    app.stop().await;
+}
