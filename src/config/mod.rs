@@ -1,10 +1,16 @@
 //! Configuration: the YAML file (`ceems_api_server`, `clusters`, `updaters`) and the
 //! command-line flags, each validated at load with no side effects.
 
+mod duration;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono_tz::Tz;
+
+pub use duration::{
+    format_go_duration, format_prometheus_duration, parse_prometheus_duration, DurationError,
+};
 
 /// Everything the server runs on: the flags and the file they point at.
 #[derive(Debug, Clone)]
