@@ -11,7 +11,6 @@ use tokio::task::JoinHandle;
 use crate::config::Settings;
 use crate::http::{self, listener, web_config::WebConfigHandle};
 use crate::model::time::format_dt;
-use crate::model::SERVICE_ACCOUNT;
 use crate::storage::{admin, Database};
 
 /// A running server.
@@ -40,7 +39,7 @@ impl App {
         let database = Database::open(&data.path)
             .with_context(|| format!("opening the database under {}", data.path.display()))?;
 
-        let admins = config_admins(&settings);
+        let admins = settings.config.server.admin.ceems_admin_users();
         let now = format_dt(chrono::Utc::now().timestamp(), data.time_zone);
         database
             .write(move |conn| admin::sync_config_admins(conn, &admins, &now))
@@ -108,15 +107,4 @@ impl App {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.run_until_stopped(std::future::ready(())).await
     }
-}
-
-/// The admins named in the config plus the load balancer's service account, which is
-/// always an admin (the reference adds it only when an `admin:` section exists).
-pub fn config_admins(settings: &Settings) -> Vec<String> {
-    let mut admins = settings.config.server.admin.users.clone();
-    if !admins.iter().any(|name| name == SERVICE_ACCOUNT) {
-        admins.push(SERVICE_ACCOUNT.to_owned());
-    }
-    admins.retain(|name| !name.is_empty());
-    admins
 }

@@ -254,6 +254,7 @@ impl AdminConfig {
         {
             users.push(crate::model::SERVICE_ACCOUNT.to_owned());
         }
+        users.retain(|user| !user.is_empty());
         users
     }
 }

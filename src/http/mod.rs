@@ -49,7 +49,13 @@ pub fn build_api(settings: &Settings, db: Database) -> Result<routes::Api, HttpS
     let flags = &settings.flags;
     let user_headers = identity::UserHeaders::new(&flags.user_header_names)?;
     let cors = cors::Cors::new(&flags.cors_origin, user_headers.names())?;
-    let config_admins: HashSet<String> = crate::app::config_admins(settings).into_iter().collect();
+    let config_admins: HashSet<String> = settings
+        .config
+        .server
+        .admin
+        .ceems_admin_users()
+        .into_iter()
+        .collect();
     Ok(routes::Api {
         db,
         routes: routes::RouteTable::new(&flags.route_prefix),
