@@ -451,8 +451,10 @@ mod tests {
             tokio::spawn(async move {
                 database
                     .write(move |conn| {
+                        // EXCLUSIVE locks readers out in rollback-journal mode; in WAL mode
+                        // it is the same as IMMEDIATE and readers go on.
                         let transaction = conn
-                            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                            .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)?;
                         transaction.execute("INSERT INTO users (name) VALUES ('during')", [])?;
                         let _ = inside_sender.send(());
                         release_receiver
