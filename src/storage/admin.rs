@@ -1,14 +1,49 @@
-//! The admin list in `admin_users`: syncing the names from the config (`ceems` rows) and
-//! reading every admin name for the identity check.
-//!
-//! Rows of other sources (tags `["grafana"]`) are written elsewhere and never touched here.
+//! The admin list in `admin_users`: upserting the names of a source (`ceems` from the
+//! config, `grafana` from the admin teams), syncing the config's names (which also revokes)
+//! and reading every admin name for the identity check.
 
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
 use super::StorageError;
+use crate::model::List;
 
 /// The `tags` of a row that comes from the config file.
 pub const CONFIG_ADMIN_TAGS: &str = r#"["ceems"]"#;
+
+/// The source name of the config file's admins.
+pub const CONFIG_ADMIN_SOURCE: &str = "ceems";
+
+/// Upserts one `admin_users` row per name of `source` (e.g. `grafana` for the members of
+/// the admin teams) inside the caller's transaction: cluster `all`, empty uid and resource
+/// manager, projects `[]`, tags `[source]`, `last_updated_at` = `updated_at_dt`. A name
+/// already present under another source is taken over (the last writer wins, as in the
+/// reference). Nothing is deleted.
+pub fn upsert_source_admins<S: AsRef<str>>(
+    transaction: &Transaction<'_>,
+    source: &str,
+    names: &[S],
+    updated_at_dt: &str,
+) -> Result<(), StorageError> {
+    let tags = List::from_strings(&[source]);
+    let mut upsert = transaction.prepare_cached(
+        "INSERT INTO admin_users (uid, cluster_id, resource_manager, name, projects, tags, last_updated_at)
+         VALUES ('', 'all', '', ?1, '[]', ?2, ?3)
+         ON CONFLICT (cluster_id, name) DO UPDATE SET
+           uid = excluded.uid,
+           resource_manager = excluded.resource_manager,
+           projects = excluded.projects,
+           tags = excluded.tags,
+           last_updated_at = excluded.last_updated_at",
+    )?;
+    for name in names
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|name| !name.is_empty())
+    {
+        upsert.execute(params![name, tags.as_json(), updated_at_dt])?;
+    }
+    Ok(())
+}
 
 /// Makes the `ceems` rows of `admin_users` equal to `names`, in one transaction: upserts
 /// one row per name (cluster `all`, empty uid and resource manager, projects `[]`, tags
@@ -26,35 +61,21 @@ pub fn sync_config_admins(
         .filter(|name| !name.is_empty())
         .collect();
     let transaction = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    {
-        let mut upsert = transaction.prepare_cached(
-            "INSERT INTO admin_users (uid, cluster_id, resource_manager, name, projects, tags, last_updated_at)
-             VALUES ('', 'all', '', ?1, '[]', ?2, ?3)
-             ON CONFLICT (cluster_id, name) DO UPDATE SET
-               uid = excluded.uid,
-               resource_manager = excluded.resource_manager,
-               projects = excluded.projects,
-               tags = excluded.tags,
-               last_updated_at = excluded.last_updated_at",
-        )?;
-        for name in &names {
-            upsert.execute(params![name, CONFIG_ADMIN_TAGS, updated_at_dt])?;
-        }
-        // The kept names travel as one JSON array so the statement has a fixed shape.
-        let kept_names = serde_json::to_string(&names)
-            .map_err(|error| StorageError::Other(format!("encoding admin names: {error}")))?;
-        let removed = transaction.execute(
-            "DELETE FROM admin_users
-             WHERE cluster_id = 'all' AND tags = ?1
-               AND (name IS NULL OR name NOT IN (SELECT value FROM json_each(?2)))",
-            params![CONFIG_ADMIN_TAGS, kept_names],
-        )?;
-        if removed > 0 {
-            tracing::info!(
-                removed,
-                "revoked admin rights of users no longer in the config"
-            );
-        }
+    upsert_source_admins(&transaction, CONFIG_ADMIN_SOURCE, &names, updated_at_dt)?;
+    // The kept names travel as one JSON array so the statement has a fixed shape.
+    let kept_names = serde_json::to_string(&names)
+        .map_err(|error| StorageError::Other(format!("encoding admin names: {error}")))?;
+    let removed = transaction.execute(
+        "DELETE FROM admin_users
+         WHERE cluster_id = 'all' AND tags = ?1
+           AND (name IS NULL OR name NOT IN (SELECT value FROM json_each(?2)))",
+        params![CONFIG_ADMIN_TAGS, kept_names],
+    )?;
+    if removed > 0 {
+        tracing::info!(
+            removed,
+            "revoked admin rights of users no longer in the config"
+        );
     }
     transaction.commit()?;
     Ok(())
@@ -183,6 +204,31 @@ mod tests {
         let mut expected = tricky.clone();
         expected.sort();
         assert_eq!(stored, expected);
+    }
+
+    #[test]
+    fn grafana_admins_take_over_a_config_row_and_are_never_deleted_here() {
+        let mut conn = migrated();
+        sync_config_admins(&mut conn, &names(&["both", "adm1"]), "t1").unwrap();
+        let transaction = conn.transaction().unwrap();
+        upsert_source_admins(&transaction, "grafana", &["both", "graf1", ""], "t2").unwrap();
+        transaction.commit().unwrap();
+        assert_eq!(
+            rows(&conn),
+            vec![
+                row("adm1", r#"["ceems"]"#, "t1"),
+                row("both", r#"["grafana"]"#, "t2"),
+                row("graf1", r#"["grafana"]"#, "t2"),
+            ]
+        );
+        sync_config_admins(&mut conn, &[], "t3").unwrap();
+        assert_eq!(
+            rows(&conn),
+            vec![
+                row("both", r#"["grafana"]"#, "t2"),
+                row("graf1", r#"["grafana"]"#, "t2"),
+            ]
+        );
     }
 
     #[test]

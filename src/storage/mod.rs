@@ -10,6 +10,7 @@ pub mod functions;
 pub mod migrations;
 pub mod pool;
 pub mod queries;
+pub mod write;
 
 pub use migrations::MigrationError;
 pub use pool::{Database, DatabaseOptions, DATABASE_FILE_NAME};

@@ -451,8 +451,10 @@ mod tests {
             tokio::spawn(async move {
                 database
                     .write(move |conn| {
+                        // EXCLUSIVE locks readers out in rollback-journal mode; in WAL mode
+                        // it is the same as IMMEDIATE and readers go on.
                         let transaction = conn
-                            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                            .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)?;
                         transaction.execute("INSERT INTO users (name) VALUES ('during')", [])?;
                         let _ = inside_sender.send(());
                         release_receiver
@@ -501,6 +503,54 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(after, 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_is_not_blocked_by_an_open_read_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = open_in(&dir);
+        let (inside_sender, inside_receiver) = tokio::sync::oneshot::channel::<()>();
+        let (release_sender, release_receiver) = std::sync::mpsc::channel::<()>();
+        let reader = {
+            let database = database.clone();
+            tokio::spawn(async move {
+                database
+                    .read(move |conn| {
+                        let transaction = conn.unchecked_transaction()?;
+                        let before: i64 =
+                            transaction
+                                .query_row("SELECT count(*) FROM users", [], |row| row.get(0))?;
+                        let _ = inside_sender.send(());
+                        release_receiver
+                            .recv_timeout(Duration::from_secs(30))
+                            .map_err(|error| StorageError::Other(error.to_string()))?;
+                        // Still the snapshot taken when the read began.
+                        let after: i64 =
+                            transaction
+                                .query_row("SELECT count(*) FROM users", [], |row| row.get(0))?;
+                        Ok((before, after))
+                    })
+                    .await
+            })
+        };
+        inside_receiver.await.unwrap();
+        let started = Instant::now();
+        database
+            .write(|conn| {
+                let transaction = conn.transaction()?;
+                transaction.execute("INSERT INTO users (name) VALUES ('usr1')", [])?;
+                transaction.commit()?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "writer waited {:?}",
+            started.elapsed()
+        );
+        release_sender.send(()).unwrap();
+        assert_eq!(reader.await.unwrap().unwrap(), (0, 0));
     }
 
     #[tokio::test]

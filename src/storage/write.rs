@@ -1,0 +1,603 @@
+//! The writes of one collect window: the upserts of units, usage, daily usage, users and
+//! projects, and the retention purge. Each function runs one statement inside the
+//! caller's transaction, so a failing row can be logged and skipped by the caller while
+//! SQLite undoes only that statement.
+
+use rusqlite::types::ToSql;
+use rusqlite::Transaction;
+
+use super::StorageError;
+use crate::model::{Metric, MetricMap, Project, Unit, User};
+
+const UPSERT_UNITS_SQL: &str = include_str!("../../sql/upsert_units.sql");
+const UPSERT_USAGE_SQL: &str = include_str!("../../sql/upsert_usage.sql");
+const UPSERT_DAILY_USAGE_SQL: &str = include_str!("../../sql/upsert_daily_usage.sql");
+const UPSERT_USERS_SQL: &str = include_str!("../../sql/upsert_users.sql");
+const UPSERT_PROJECTS_SQL: &str = include_str!("../../sql/upsert_projects.sql");
+
+/// Upserts `unit` for the window ending at `window_end_dt` (DT, the `last_updated_at`).
+/// A new row gets `num_updates = 1`; an existing one (same cluster, uuid and start) has its
+/// end, elapsed, state, tags, ignore flag and `last_updated_at` replaced, its totals added
+/// and its averages re-weighted by `alloc_*time` (old row's and this window's), and
+/// `num_updates` incremented. Returns `false` without writing when the uuid is empty.
+pub fn upsert_unit(
+    transaction: &Transaction<'_>,
+    unit: &Unit,
+    ignore: bool,
+    window_end_dt: &str,
+) -> Result<bool, StorageError> {
+    if unit.uuid.is_empty() {
+        return Ok(false);
+    }
+    let maps = EncodedMetrics::new(&unit.metrics);
+    let ignore = i64::from(ignore);
+    let allocation = unit.allocation.as_json();
+    let tags = unit.tags.as_json();
+    let mut parameters: Vec<(&str, &dyn ToSql)> = vec![
+        (":resource_manager", &unit.resource_manager),
+        (":cluster_id", &unit.cluster_id),
+        (":uuid", &unit.uuid),
+        (":name", &unit.name),
+        (":project", &unit.project),
+        (":groupname", &unit.groupname),
+        (":username", &unit.username),
+        (":created_at", &unit.created_at),
+        (":started_at", &unit.started_at),
+        (":ended_at", &unit.ended_at),
+        (":created_at_ts", &unit.created_at_ts),
+        (":started_at_ts", &unit.started_at_ts),
+        (":ended_at_ts", &unit.ended_at_ts),
+        (":elapsed", &unit.elapsed),
+        (":state", &unit.state),
+        (":allocation", &allocation),
+        (":tags", &tags),
+        (":ignore", &ignore),
+        (":last_updated_at", &window_end_dt),
+    ];
+    maps.extend_parameters(&mut parameters);
+    transaction
+        .prepare_cached(UPSERT_UNITS_SQL)?
+        .execute(parameters.as_slice())?;
+    Ok(true)
+}
+
+/// Adds `unit`'s window to the lifetime usage of its (cluster, user, project).
+/// `num_units_increment` is 1 when the unit counts as new in this window, else 0 (the
+/// caller decides, see the emptyDB rule). `groupname` and `resource_manager` are only
+/// written by the first insert; `last_updated_at` becomes `window_end_dt`.
+pub fn upsert_usage(
+    transaction: &Transaction<'_>,
+    unit: &Unit,
+    num_units_increment: i64,
+    window_end_dt: &str,
+) -> Result<(), StorageError> {
+    upsert_usage_row(
+        transaction,
+        UPSERT_USAGE_SQL,
+        unit,
+        num_units_increment,
+        window_end_dt,
+    )
+}
+
+/// As [`upsert_usage`], into `daily_usage` under the day key `day_key_dt` (part of the
+/// conflict key).
+pub fn upsert_daily_usage(
+    transaction: &Transaction<'_>,
+    unit: &Unit,
+    num_units_increment: i64,
+    day_key_dt: &str,
+) -> Result<(), StorageError> {
+    upsert_usage_row(
+        transaction,
+        UPSERT_DAILY_USAGE_SQL,
+        unit,
+        num_units_increment,
+        day_key_dt,
+    )
+}
+
+fn upsert_usage_row(
+    transaction: &Transaction<'_>,
+    sql: &str,
+    unit: &Unit,
+    num_units_increment: i64,
+    last_updated_at: &str,
+) -> Result<(), StorageError> {
+    let maps = EncodedMetrics::new(&unit.metrics);
+    let mut parameters: Vec<(&str, &dyn ToSql)> = vec![
+        (":resource_manager", &unit.resource_manager),
+        (":cluster_id", &unit.cluster_id),
+        (":num_units", &num_units_increment),
+        (":project", &unit.project),
+        (":groupname", &unit.groupname),
+        (":username", &unit.username),
+        (":last_updated_at", &last_updated_at),
+    ];
+    maps.extend_parameters(&mut parameters);
+    transaction
+        .prepare_cached(sql)?
+        .execute(parameters.as_slice())?;
+    Ok(())
+}
+
+/// Upserts a user of a cluster (the caller fills `cluster_id` and `resource_manager` from
+/// the cluster config). Every column is overwritten on conflict.
+pub fn upsert_user(
+    transaction: &Transaction<'_>,
+    user: &User,
+    last_updated_at: &str,
+) -> Result<(), StorageError> {
+    let projects = user.projects.as_json();
+    let tags = user.tags.as_json();
+    let parameters: [(&str, &dyn ToSql); 7] = [
+        (":uid", &user.uid),
+        (":cluster_id", &user.cluster_id),
+        (":resource_manager", &user.resource_manager),
+        (":name", &user.name),
+        (":projects", &projects),
+        (":tags", &tags),
+        (":last_updated_at", &last_updated_at),
+    ];
+    transaction
+        .prepare_cached(UPSERT_USERS_SQL)?
+        .execute(parameters.as_slice())?;
+    Ok(())
+}
+
+/// Upserts a project of a cluster and its members. Every column is overwritten on
+/// conflict.
+pub fn upsert_project(
+    transaction: &Transaction<'_>,
+    project: &Project,
+    last_updated_at: &str,
+) -> Result<(), StorageError> {
+    let users = project.users.as_json();
+    let tags = project.tags.as_json();
+    let parameters: [(&str, &dyn ToSql); 7] = [
+        (":uid", &project.uid),
+        (":cluster_id", &project.cluster_id),
+        (":resource_manager", &project.resource_manager),
+        (":name", &project.name),
+        (":users", &users),
+        (":tags", &tags),
+        (":last_updated_at", &last_updated_at),
+    ];
+    transaction
+        .prepare_cached(UPSERT_PROJECTS_SQL)?
+        .execute(parameters.as_slice())?;
+    Ok(())
+}
+
+/// How many rows the retention purge removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgedRows {
+    pub units: usize,
+    pub usage: usize,
+}
+
+/// The retention purge of every window: deletes units that ended, and usage rows last
+/// updated, on or before `retention_days` days ago (UTC date).
+///
+/// Kept as the reference does it: a text comparison of `ended_at` / `last_updated_at`
+/// against `YYYY-MM-DD`, so running units (`Unknown`, `N/A`) are never purged and
+/// `daily_usage` is not purged at all.
+pub fn purge_expired_rows(
+    transaction: &Transaction<'_>,
+    retention_days: u64,
+) -> Result<PurgedRows, StorageError> {
+    let modifier = format!("-{retention_days} day");
+    let units = transaction.execute(
+        "DELETE FROM units WHERE ended_at <= date('now', ?1)",
+        [&modifier],
+    )?;
+    let usage = transaction.execute(
+        "DELETE FROM usage WHERE last_updated_at <= date('now', ?1)",
+        [&modifier],
+    )?;
+    Ok(PurgedRows { units, usage })
+}
+
+/// The 13 metric maps encoded as stored text, with their `:column` parameter names.
+struct EncodedMetrics(Vec<(String, String)>);
+
+impl EncodedMetrics {
+    fn new(metrics: &crate::model::Metrics) -> Self {
+        Self(
+            Metric::ALL
+                .iter()
+                .map(|metric| {
+                    (
+                        format!(":{}", metric.column()),
+                        MetricMap::encode(metrics.get(*metric)),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    fn extend_parameters<'a>(&'a self, parameters: &mut Vec<(&'a str, &'a dyn ToSql)>) {
+        parameters.extend(
+            self.0
+                .iter()
+                .map(|(name, text)| (name.as_str(), text as &dyn ToSql)),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Generic, List, Metrics};
+    use crate::storage::functions::register_metric_map_functions;
+    use crate::storage::migrations::migrate;
+    use rusqlite::Connection;
+
+    fn migrated() -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        register_metric_map_functions(&conn).unwrap();
+        migrate(&mut conn).unwrap();
+        conn
+    }
+
+    fn map(text: &str) -> MetricMap {
+        MetricMap::decode(text).unwrap()
+    }
+
+    fn first_window_unit() -> Unit {
+        Unit {
+            cluster_id: "slurm-0".into(),
+            resource_manager: "slurm".into(),
+            uuid: "1001".into(),
+            name: "job".into(),
+            project: "acc1".into(),
+            groupname: "grp1".into(),
+            username: "usr1".into(),
+            created_at: "2024-01-01T00:00:00+0000".into(),
+            started_at: "2024-01-01T00:00:00+0000".into(),
+            ended_at: "Unknown".into(),
+            created_at_ts: 1_704_067_200_000,
+            started_at_ts: 1_704_067_200_000,
+            ended_at_ts: 0,
+            elapsed: "00:15:00".into(),
+            state: "RUNNING".into(),
+            allocation: Generic::decode(r#"{"cpus":2,"mem":1024}"#).unwrap(),
+            tags: Generic::decode(r#"{"qos":"normal"}"#).unwrap(),
+            metrics: Metrics {
+                total_time_seconds: map(
+                    r#"{"walltime":900,"alloc_cputime":1800,"alloc_cpumemtime":900,"alloc_gputime":0,"alloc_gpumemtime":0}"#,
+                ),
+                avg_cpu_usage: map(r#"{"global":10}"#),
+                avg_cpu_mem_usage: map(r#"{"global":20}"#),
+                avg_gpu_usage: map(r#"{"global":5}"#),
+                total_cpu_energy_usage_kwh: map(r#"{"total":1.5}"#),
+                total_egress_stats: map(r#"{"bytes":100}"#),
+                ..Metrics::default()
+            },
+        }
+    }
+
+    fn second_window_unit() -> Unit {
+        Unit {
+            // These change between windows but must not be written on conflict.
+            name: "renamed".into(),
+            allocation: Generic::decode(r#"{"cpus":4}"#).unwrap(),
+            created_at_ts: 1,
+            ended_at: "2024-01-01T00:30:00+0000".into(),
+            ended_at_ts: 1_704_069_000_000,
+            elapsed: "00:30:00".into(),
+            state: "COMPLETED".into(),
+            tags: Generic::decode(r#"{"qos":"high"}"#).unwrap(),
+            metrics: Metrics {
+                total_time_seconds: map(
+                    r#"{"walltime":900,"alloc_cputime":3600,"alloc_cpumemtime":2700,"alloc_gputime":0,"alloc_gpumemtime":0}"#,
+                ),
+                avg_cpu_usage: map(r#"{"global":40}"#),
+                avg_cpu_mem_usage: map(r#"{"global":40}"#),
+                avg_gpu_usage: map(r#"{"global":7}"#),
+                total_cpu_energy_usage_kwh: map(r#"{"total":0.25}"#),
+                total_egress_stats: map(r#"{"bytes":50,"packets":3}"#),
+                ..Metrics::default()
+            },
+            ..first_window_unit()
+        }
+    }
+
+    fn text(conn: &Connection, sql: &str) -> String {
+        conn.query_row(sql, [], |row| row.get(0)).unwrap()
+    }
+
+    fn integer(conn: &Connection, sql: &str) -> i64 {
+        conn.query_row(sql, [], |row| row.get(0)).unwrap()
+    }
+
+    #[test]
+    fn unit_insert_then_conflicting_upsert_accumulates_and_replaces() {
+        let mut conn = migrated();
+        let transaction = conn.transaction().unwrap();
+        assert!(upsert_unit(
+            &transaction,
+            &first_window_unit(),
+            true,
+            "2024-01-01T00:15:00"
+        )
+        .unwrap());
+        assert_eq!(integer(&transaction, "SELECT num_updates FROM units"), 1);
+        assert_eq!(integer(&transaction, "SELECT ignore FROM units"), 1);
+        assert!(upsert_unit(
+            &transaction,
+            &second_window_unit(),
+            false,
+            "2024-01-01T00:30:00"
+        )
+        .unwrap());
+        transaction.commit().unwrap();
+
+        assert_eq!(integer(&conn, "SELECT count(*) FROM units"), 1);
+        let row = |column: &str| text(&conn, &format!("SELECT {column} FROM units"));
+        // Replaced.
+        assert_eq!(row("ended_at"), "2024-01-01T00:30:00+0000");
+        assert_eq!(
+            integer(&conn, "SELECT ended_at_ts FROM units"),
+            1_704_069_000_000
+        );
+        assert_eq!(row("elapsed"), "00:30:00");
+        assert_eq!(row("state"), "COMPLETED");
+        assert_eq!(row("tags"), r#"{"qos":"high"}"#);
+        assert_eq!(integer(&conn, "SELECT ignore FROM units"), 0);
+        assert_eq!(row("last_updated_at"), "2024-01-01T00:30:00");
+        // Kept from the first insert.
+        assert_eq!(row("name"), "job");
+        assert_eq!(row("allocation"), r#"{"cpus":2,"mem":1024}"#);
+        assert_eq!(
+            integer(&conn, "SELECT created_at_ts FROM units"),
+            1_704_067_200_000
+        );
+        assert_eq!(row("resource_manager"), "slurm");
+        // Added.
+        assert_eq!(
+            row("total_time_seconds"),
+            r#"{"alloc_cpumemtime":3600,"alloc_cputime":5400,"alloc_gpumemtime":0,"alloc_gputime":0,"walltime":1800}"#
+        );
+        assert_eq!(row("total_cpu_energy_usage_kwh"), r#"{"total":1.75000000}"#);
+        assert_eq!(row("total_egress_stats"), r#"{"bytes":150,"packets":3}"#);
+        assert_eq!(row("total_io_read_stats"), "{}");
+        // Averaged with the old row's weights and the new window's:
+        // cpu (10·1800 + 40·3600) / 5400 = 30; mem (20·900 + 40·2700) / 3600 = 35.
+        assert_eq!(row("avg_cpu_usage"), r#"{"global":30}"#);
+        assert_eq!(row("avg_cpu_mem_usage"), r#"{"global":35}"#);
+        // Both GPU weights are 0: the value becomes 0, as in the reference.
+        assert_eq!(row("avg_gpu_usage"), r#"{"global":0}"#);
+        assert_eq!(integer(&conn, "SELECT num_updates FROM units"), 2);
+    }
+
+    #[test]
+    fn a_missing_old_weight_counts_as_zero() {
+        let mut conn = migrated();
+        let transaction = conn.transaction().unwrap();
+        let mut first = first_window_unit();
+        first.metrics.total_time_seconds = map(r#"{"walltime":900}"#);
+        upsert_unit(&transaction, &first, false, "t1").unwrap();
+        upsert_unit(&transaction, &second_window_unit(), false, "t2").unwrap();
+        assert_eq!(
+            text(&transaction, "SELECT avg_cpu_usage FROM units"),
+            r#"{"global":40}"#
+        );
+        assert_eq!(integer(&transaction, "SELECT num_updates FROM units"), 2);
+    }
+
+    #[test]
+    fn another_start_time_is_another_row_and_empty_uuids_are_skipped() {
+        let mut conn = migrated();
+        let transaction = conn.transaction().unwrap();
+        upsert_unit(&transaction, &first_window_unit(), false, "t1").unwrap();
+        let restarted = Unit {
+            started_at: "2024-01-02T00:00:00+0000".into(),
+            ..first_window_unit()
+        };
+        upsert_unit(&transaction, &restarted, false, "t2").unwrap();
+        let anonymous = Unit {
+            uuid: String::new(),
+            ..first_window_unit()
+        };
+        assert!(!upsert_unit(&transaction, &anonymous, false, "t3").unwrap());
+        assert_eq!(integer(&transaction, "SELECT count(*) FROM units"), 2);
+    }
+
+    #[test]
+    fn usage_adds_units_and_keeps_first_insert_columns() {
+        let mut conn = migrated();
+        let transaction = conn.transaction().unwrap();
+        upsert_usage(&transaction, &first_window_unit(), 1, "2024-01-01T00:15:00").unwrap();
+        let second = Unit {
+            groupname: "other".into(),
+            resource_manager: "changed".into(),
+            ..second_window_unit()
+        };
+        upsert_usage(&transaction, &second, 0, "2024-01-01T00:30:00").unwrap();
+        let another_job = Unit {
+            uuid: "1002".into(),
+            ..first_window_unit()
+        };
+        upsert_usage(&transaction, &another_job, 1, "2024-01-01T00:45:00").unwrap();
+        transaction.commit().unwrap();
+
+        assert_eq!(integer(&conn, "SELECT count(*) FROM usage"), 1);
+        let row = |column: &str| text(&conn, &format!("SELECT {column} FROM usage"));
+        assert_eq!(integer(&conn, "SELECT num_units FROM usage"), 2);
+        assert_eq!(integer(&conn, "SELECT num_updates FROM usage"), 3);
+        assert_eq!(row("groupname"), "grp1");
+        assert_eq!(row("resource_manager"), "slurm");
+        assert_eq!(row("last_updated_at"), "2024-01-01T00:45:00");
+        assert_eq!(
+            row("total_time_seconds"),
+            r#"{"alloc_cpumemtime":4500,"alloc_cputime":7200,"alloc_gpumemtime":0,"alloc_gputime":0,"walltime":2700}"#
+        );
+        // (10·1800 + 40·3600) / 5400 = 30, then (30·5400 + 10·1800) / 7200 = 25.
+        assert_eq!(row("avg_cpu_usage"), r#"{"global":25}"#);
+        assert_eq!(row("total_egress_stats"), r#"{"bytes":250,"packets":3}"#);
+    }
+
+    #[test]
+    fn daily_usage_keys_rows_by_day() {
+        let mut conn = migrated();
+        let transaction = conn.transaction().unwrap();
+        upsert_daily_usage(&transaction, &first_window_unit(), 1, "2024-01-01T01:00:00").unwrap();
+        upsert_daily_usage(
+            &transaction,
+            &second_window_unit(),
+            0,
+            "2024-01-01T01:00:00",
+        )
+        .unwrap();
+        upsert_daily_usage(
+            &transaction,
+            &second_window_unit(),
+            0,
+            "2024-01-02T01:00:00",
+        )
+        .unwrap();
+        transaction.commit().unwrap();
+        let rows: Vec<(String, i64, i64, String)> = conn
+            .prepare(
+                "SELECT last_updated_at, num_units, num_updates, avg_cpu_usage
+                 FROM daily_usage ORDER BY last_updated_at",
+            )
+            .unwrap()
+            .query_map([], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                (
+                    "2024-01-01T01:00:00".into(),
+                    1,
+                    2,
+                    r#"{"global":30}"#.into()
+                ),
+                (
+                    "2024-01-02T01:00:00".into(),
+                    0,
+                    1,
+                    r#"{"global":40}"#.into()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn users_and_projects_are_overwritten_on_conflict() {
+        let mut conn = migrated();
+        let transaction = conn.transaction().unwrap();
+        let user = User {
+            uid: "1000".into(),
+            cluster_id: "slurm-0".into(),
+            resource_manager: "slurm".into(),
+            name: "usr1".into(),
+            projects: List::from_strings(&["acc1"]),
+            tags: List::decode("[]").unwrap(),
+        };
+        upsert_user(&transaction, &user, "t1").unwrap();
+        let moved = User {
+            uid: "1001".into(),
+            projects: List::from_strings(&["acc1", "acc2"]),
+            tags: List::from_strings(&["x"]),
+            ..user.clone()
+        };
+        upsert_user(&transaction, &moved, "t2").unwrap();
+        let project = Project {
+            uid: String::new(),
+            cluster_id: "slurm-0".into(),
+            resource_manager: "slurm".into(),
+            name: "acc1".into(),
+            users: List::decode("null").unwrap(),
+            tags: List::decode("[]").unwrap(),
+        };
+        upsert_project(&transaction, &project, "t1").unwrap();
+        let filled = Project {
+            users: List::from_strings(&["usr1"]),
+            ..project.clone()
+        };
+        upsert_project(&transaction, &filled, "t2").unwrap();
+        transaction.commit().unwrap();
+
+        let user_row: (String, String, String, String, i64) = conn
+            .query_row(
+                "SELECT uid, projects, tags, last_updated_at, count(*) FROM users",
+                [],
+                |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                    ))
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            user_row,
+            (
+                "1001".into(),
+                r#"["acc1","acc2"]"#.into(),
+                r#"["x"]"#.into(),
+                "t2".into(),
+                1
+            )
+        );
+        let project_row: (String, String, i64) = conn
+            .query_row(
+                "SELECT users, last_updated_at, count(*) FROM projects",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(project_row, (r#"["usr1"]"#.into(), "t2".into(), 1));
+    }
+
+    #[test]
+    fn a_null_member_list_is_stored_as_the_text_null() {
+        let mut conn = migrated();
+        let transaction = conn.transaction().unwrap();
+        let project = Project {
+            cluster_id: "c".into(),
+            name: "p".into(),
+            users: List::decode("null").unwrap(),
+            ..Project::default()
+        };
+        upsert_project(&transaction, &project, "t").unwrap();
+        assert_eq!(text(&transaction, "SELECT users FROM projects"), "null");
+    }
+
+    #[test]
+    fn purge_removes_old_ended_units_and_usage_but_not_running_units() {
+        let mut conn = migrated();
+        conn.execute_batch(
+            "INSERT INTO units (uuid, ended_at) VALUES ('old', '2000-01-01T00:00:00+0000');
+             INSERT INTO units (uuid, ended_at) VALUES ('running', 'Unknown');
+             INSERT INTO units (uuid, ended_at) VALUES ('recent', strftime('%Y-%m-%dT%H:%M:%S+0000', 'now'));
+             INSERT INTO usage (username, last_updated_at) VALUES ('old', '2000-01-01T00:00:00');
+             INSERT INTO usage (username, last_updated_at) VALUES ('recent', strftime('%Y-%m-%dT%H:%M:%S', 'now'));
+             INSERT INTO daily_usage (username, last_updated_at) VALUES ('old', '2000-01-01T00:00:00');",
+        )
+        .unwrap();
+        let transaction = conn.transaction().unwrap();
+        let purged = purge_expired_rows(&transaction, 30).unwrap();
+        transaction.commit().unwrap();
+        assert_eq!(purged, PurgedRows { units: 1, usage: 1 });
+        assert_eq!(
+            text(
+                &conn,
+                "SELECT group_concat(uuid, ',') FROM (SELECT uuid FROM units ORDER BY uuid)"
+            ),
+            "recent,running"
+        );
+        assert_eq!(text(&conn, "SELECT username FROM usage"), "recent");
+        assert_eq!(integer(&conn, "SELECT count(*) FROM daily_usage"), 1);
+    }
+}
