@@ -249,7 +249,8 @@ impl BasicAuthVerifier {
         let bcrypt_runs = Arc::clone(&self.bcrypt_runs);
         let verification = tokio::task::spawn_blocking(move || {
             bcrypt_runs.fetch_add(1, Ordering::Relaxed);
-            // A hash the bcrypt crate cannot read (possible after a reload) never matches.
+            // The crate compares the digests in constant time. A hash it cannot read
+            // (possible after a reload) never matches.
             bcrypt::verify(&password, &bcrypt_hash).unwrap_or(false)
         });
         verification.await.map_err(|join_error| {
@@ -263,6 +264,10 @@ impl BasicAuthVerifier {
         if let Some(hash) = lock_ignoring_poison(&self.decoy_hashes).get(&cost) {
             return Ok(Arc::clone(hash));
         }
+        let _slot = Arc::clone(&self.bcrypt_slots)
+            .acquire_owned()
+            .await
+            .map_err(|_closed| BasicAuthRejection::VerificationFailed)?;
         let made = tokio::task::spawn_blocking(move || bcrypt::hash("ceems decoy password", cost))
             .await
             .map_err(|_join_error| BasicAuthRejection::VerificationFailed)?

@@ -1191,9 +1191,12 @@ mod tests {
         tls_connect(address, client_tls_config(Some(authority), None, &[]))
             .await
             .expect("no certificate is fine");
-        tls_connect(address, client_tls_config(Some(authority), Some(&good_client), &[]))
-            .await
-            .expect("a certificate from the CA is fine");
+        tls_connect(
+            address,
+            client_tls_config(Some(authority), Some(&good_client), &[]),
+        )
+        .await
+        .expect("a certificate from the CA is fine");
         assert!(tls_connect(
             address,
             client_tls_config(Some(authority), Some(&foreign_client), &[])
@@ -1207,9 +1210,12 @@ mod tests {
         tls_connect(address, client_tls_config(Some(authority), None, &[]))
             .await
             .expect("no certificate is fine");
-        tls_connect(address, client_tls_config(Some(authority), Some(&foreign_client), &[]))
-            .await
-            .expect("any certificate is fine");
+        tls_connect(
+            address,
+            client_tls_config(Some(authority), Some(&foreign_client), &[]),
+        )
+        .await
+        .expect("any certificate is fine");
         fixture.server.stop().await.expect("clean stop");
     }
 
@@ -1289,7 +1295,8 @@ mod tests {
 
         let dir = tempfile::tempdir().expect("temp dir");
         let path = write_web_config(dir.path(), "http_server_config:\n  http2: false\n");
-        let server = TestServer::start(Some(quick_reload_handle(&path)), ServeOptions::default()).await;
+        let server =
+            TestServer::start(Some(quick_reload_handle(&path)), ServeOptions::default()).await;
         assert!(prior_knowledge_client()
             .get(server.http_url("/hello"))
             .send()

@@ -801,11 +801,7 @@ impl TlsServerConfigSource {
     /// The server config for a new handshake. Stats the PEM files each time (cheap) and
     /// re-reads them only when one changed; an error is kept until a file changes again.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, Arc<WebConfigError>> {
-        let stamps = [
-            self.settings.certificate.stamp(),
-            self.settings.private_key.stamp(),
-            self.settings.client_ca.as_ref().and_then(PemSource::stamp),
-        ];
+        let stamps = self.material_stamps();
         let mut cached = lock_ignoring_poison(&self.cached);
         if let Some(cached) = cached.as_ref() {
             if cached.stamps == stamps {
@@ -823,6 +819,26 @@ impl TlsServerConfigSource {
             outcome: outcome.clone(),
         });
         outcome
+    }
+
+    /// Loads the material now, for the startup check: the error comes back by value and
+    /// only a success is kept.
+    fn load_now(&self) -> Result<(), WebConfigError> {
+        let stamps = self.material_stamps();
+        let config = build_server_config(&self.settings, &self.alpn_protocols)?;
+        *lock_ignoring_poison(&self.cached) = Some(CachedServerConfig {
+            stamps,
+            outcome: Ok(Arc::new(config)),
+        });
+        Ok(())
+    }
+
+    fn material_stamps(&self) -> [Option<FileStamp>; 3] {
+        [
+            self.settings.certificate.stamp(),
+            self.settings.private_key.stamp(),
+            self.settings.client_ca.as_ref().and_then(PemSource::stamp),
+        ]
     }
 }
 
@@ -1203,8 +1219,8 @@ impl WebConfigHandle {
         config.basic_auth_users.validate_hashes()?;
         log_adjustments(&config);
         let active = ActiveWebConfig::new(config);
-        if let Some(outcome) = active.tls_server_config() {
-            outcome.map_err(unwrap_shared_error)?;
+        if let Some(tls) = &active.tls {
+            tls.load_now()?;
         }
         let tls_at_start = active.tls.is_some();
         let last_valid_users = active.config.basic_auth_users.clone();
@@ -1288,14 +1304,6 @@ fn log_adjustments(config: &WebConfig) {
     for adjustment in &config.adjustments {
         tracing::warn!("{adjustment}");
     }
-}
-
-/// Startup errors go back to the caller by value; the shared error is only ever held here.
-fn unwrap_shared_error(error: Arc<WebConfigError>) -> WebConfigError {
-    Arc::try_unwrap(error).unwrap_or_else(|shared| WebConfigError::TlsMaterial {
-        what: "the TLS material",
-        message: shared.to_string(),
-    })
 }
 
 fn lock_ignoring_poison<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -1733,7 +1741,12 @@ mod tests {
             "tls_server_config:\n  cert_file: server.crt\n  key_file: other.key\n",
         );
         let error = WebConfigHandle::open(&config_path).expect_err("key does not match");
-        assert!(error.to_string().contains("key pair"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("tls_server_config: cannot load the certificate and key pair"),
+            "{error}"
+        );
 
         write_file(&dir.path().join("server.key"), &server.key_pem);
         write_file(
