@@ -62,7 +62,8 @@ pub fn build_api(settings: &Settings, db: Database) -> Result<routes::Api, HttpS
         user_headers,
         cors,
         compression_level: flags.compression.then_some(flags.compression_level),
-        rate_limiter: (flags.max_requests > 0).then(|| rate_limit::RateLimiter::new(flags.max_requests)),
+        rate_limiter: (flags.max_requests > 0)
+            .then(|| rate_limit::RateLimiter::new(flags.max_requests)),
         time_zone: settings.config.server.data.time_zone,
         max_period: flags.query_max_period,
         config_admins,

@@ -31,8 +31,10 @@ pub fn write_fixture_database(dir: &Path) {
 
 /// Settings for a test server on 127.0.0.1:0 over `data_dir`, Paris time, admin `admin`.
 pub fn test_settings(data_dir: &Path) -> Settings {
-    let mut flags = Flags::default();
-    flags.listen_addresses = vec!["127.0.0.1:0".to_owned()];
+    let flags = Flags {
+        listen_addresses: vec!["127.0.0.1:0".to_owned()],
+        ..Flags::default()
+    };
     let mut config = Config::default();
     config.server.data.path = data_dir.to_path_buf();
     config.server.data.time_zone = "Europe/Paris".parse().expect("zone");
@@ -48,6 +50,8 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     tweak(&mut settings);
     let app = App::build(settings).await.expect("app starts");
     let base = format!("http://127.0.0.1:{}", app.port());
+    // The client is built without a default TLS backend; give rustls its provider once.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     TestApp {
         app: Some(app),
         base,
@@ -83,7 +87,10 @@ impl TestApp {
         let response = self.get(path_and_query, user).await;
         assert_eq!(response.status().as_u16(), status, "{path_and_query}");
         let text = response.text().await.expect("body");
-        assert!(text.ends_with('\n'), "envelope ends with a newline: {text:?}");
+        assert!(
+            text.ends_with('\n'),
+            "envelope ends with a newline: {text:?}"
+        );
         serde_json::from_str(&text).unwrap_or_else(|error| panic!("{error}: {text}"))
     }
 

@@ -17,8 +17,10 @@ async fn old_database_is_migrated_in_place_without_losing_rows() {
         .unwrap();
     assert_eq!((version, dirty), (9, 0));
     let count = |table: &str| -> i64 {
-        db.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| row.get(0))
-            .unwrap()
+        db.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
+            row.get(0)
+        })
+        .unwrap()
     };
     assert_eq!(count("units"), 6);
     assert_eq!(count("usage"), 5);
@@ -38,7 +40,10 @@ async fn old_database_is_migrated_in_place_without_losing_rows() {
 #[tokio::test]
 async fn user_sees_own_units_that_ended_in_the_window() {
     let app = spawn_app().await;
-    let query = format!("/api/v1/units?{}&field=uuid&field=cluster_id&field=ended_at_ts", day());
+    let query = format!(
+        "/api/v1/units?{}&field=uuid&field=cluster_id&field=ended_at_ts",
+        day()
+    );
     let rows = app.data(&query, "usr1").await;
     assert_eq!(
         serde_json::Value::Array(rows),
@@ -55,7 +60,10 @@ async fn user_sees_own_units_that_ended_in_the_window() {
 async fn unit_json_matches_the_reference_bytes() {
     let app = spawn_app().await;
     let response = app
-        .get(&format!("/api/v1/units?{}&cluster_id=slurm-0", day()), Some("usr1"))
+        .get(
+            &format!("/api/v1/units?{}&cluster_id=slurm-0", day()),
+            Some("usr1"),
+        )
         .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/json");
@@ -87,24 +95,45 @@ async fn window_bounds_running_flag_and_timezone() {
     // A unit ending exactly at `from` matches, one ending exactly at `to` does not.
     let at_noon = 1_704_884_400;
     let rows = app
-        .data(&format!("/api/v1/units?from={at_noon}&to={}&field=uuid", at_noon + 1), "usr1")
+        .data(
+            &format!("/api/v1/units?from={at_noon}&to={}&field=uuid", at_noon + 1),
+            "usr1",
+        )
         .await;
     assert_eq!(column(&rows, "uuid"), vec!["1001"]);
     let rows = app
-        .data(&format!("/api/v1/units?from={}&to={at_noon}&field=uuid", at_noon - 60), "usr1")
+        .data(
+            &format!(
+                "/api/v1/units?from={}&to={at_noon}&field=uuid",
+                at_noon - 60
+            ),
+            "usr1",
+        )
         .await;
     assert!(rows.is_empty());
 
-    let without = app.data(&format!("/api/v1/units?{}&field=uuid", day()), "usr3").await;
+    let without = app
+        .data(&format!("/api/v1/units?{}&field=uuid", day()), "usr3")
+        .await;
     assert_eq!(column(&without, "uuid"), vec!["1001"]);
     let with = app
-        .data(&format!("/api/v1/units?from=0&to=10&running=false&field=uuid"), "usr3")
+        .data(
+            "/api/v1/units?from=0&to=10&running=false&field=uuid",
+            "usr3",
+        )
         .await;
-    assert_eq!(column(&with, "uuid"), vec!["1003"], "running=false still enables running");
+    assert_eq!(
+        column(&with, "uuid"),
+        vec!["1003"],
+        "running=false still enables running"
+    );
 
     let athens = app
         .data(
-            &format!("/api/v1/units?{}&field=ended_at&field=uuid&timezone=Europe/Athens", day()),
+            &format!(
+                "/api/v1/units?{}&field=ended_at&field=uuid&timezone=Europe/Athens",
+                day()
+            ),
             "usr1",
         )
         .await;
@@ -116,9 +145,16 @@ async fn window_bounds_running_flag_and_timezone() {
 async fn units_by_uuid_ignore_the_window() {
     let app = spawn_app().await;
     let rows = app
-        .data("/api/v1/units?uuid=1001&from=not-a-number&field=cluster_id", "usr1")
+        .data(
+            "/api/v1/units?uuid=1001&from=not-a-number&field=cluster_id",
+            "usr1",
+        )
         .await;
-    assert_eq!(column(&rows, "cluster_id"), vec!["slurm-0"], "usr1 does not own slurm-1/1001");
+    assert_eq!(
+        column(&rows, "cluster_id"),
+        vec!["slurm-0"],
+        "usr1 does not own slurm-1/1001"
+    );
     app.stop().await;
 }
 
@@ -126,17 +162,29 @@ async fn units_by_uuid_ignore_the_window() {
 async fn admin_lists_any_user_and_project_filters_do_not_widen() {
     let app = spawn_app().await;
     let rows = app
-        .data(&format!("/api/v1/units/admin?{}&user=usr3&field=uuid&field=cluster_id", day()), "admin")
+        .data(
+            &format!(
+                "/api/v1/units/admin?{}&user=usr3&field=uuid&field=cluster_id",
+                day()
+            ),
+            "admin",
+        )
         .await;
     assert_eq!(column(&rows, "cluster_id"), vec!["slurm-1"]);
     // Project only: every user's units of that project (not the service account's).
     let rows = app
-        .data(&format!("/api/v1/units/admin?{}&project=acc1&field=uuid", day()), "admin")
+        .data(
+            &format!("/api/v1/units/admin?{}&project=acc1&field=uuid", day()),
+            "admin",
+        )
         .await;
     assert_eq!(column(&rows, "uuid"), vec!["1001", "1002", "1001"]);
     // A user asking for another user's project sees nothing of it.
     let rows = app
-        .data(&format!("/api/v1/units?{}&project=acc2&field=uuid", day()), "usr1")
+        .data(
+            &format!("/api/v1/units?{}&project=acc2&field=uuid", day()),
+            "usr1",
+        )
         .await;
     assert!(rows.is_empty());
     app.stop().await;
@@ -148,14 +196,19 @@ async fn verify_checks_ownership_per_cluster() {
     let pass = |user: &'static str, query: &'static str| {
         let app = &app;
         async move {
-            let response = app.get(&format!("/api/v1/units/verify?{query}"), Some(user)).await;
+            let response = app
+                .get(&format!("/api/v1/units/verify?{query}"), Some(user))
+                .await;
             let status = response.status().as_u16();
             let text = response.text().await.unwrap();
             (status, text)
         }
     };
     let (status, text) = pass("usr1", "cluster_id=slurm-0&uuid=1001").await;
-    assert_eq!((status, text.as_str()), (200, "{\"status\":\"success\",\"data\":null}\n"));
+    assert_eq!(
+        (status, text.as_str()),
+        (200, "{\"status\":\"success\",\"data\":null}\n")
+    );
     // A member of the unit's project in the same cluster passes.
     assert_eq!(pass("usr2", "cluster_id=slurm-0&uuid=1001").await.0, 200);
     // Membership of acc1 in slurm-1 grants nothing in slurm-0.
@@ -168,10 +221,17 @@ async fn verify_checks_ownership_per_cluster() {
     assert_eq!(pass("usr3", "cluster_id=slurm-1&uuid=1001").await.0, 200);
     // A reused uuid: one row is usr1's, the other is not, so the check fails.
     assert_eq!(
-        pass("usr1", "cluster_id=slurm-0&cluster_id=slurm-1&uuid=1001").await.0,
+        pass("usr1", "cluster_id=slurm-0&cluster_id=slurm-1&uuid=1001")
+            .await
+            .0,
         403
     );
-    assert_eq!(pass("usr1", "cluster_id=slurm-0&uuid=1001&uuid=9999").await.0, 403);
+    assert_eq!(
+        pass("usr1", "cluster_id=slurm-0&uuid=1001&uuid=9999")
+            .await
+            .0,
+        403
+    );
     assert_eq!(pass("usr1", "uuid=1001").await.0, 403, "no cluster_id");
     let (status, text) = pass("usr1", "cluster_id=slurm-0").await;
     assert_eq!(status, 400);
@@ -191,7 +251,11 @@ async fn projects_and_users() {
         ])
     );
     let all = app.data("/api/v1/projects/admin", "admin").await;
-    assert_eq!(column(&all, "name"), vec!["acc1", "acc2", "acc1", "acc3"], "no memberless project");
+    assert_eq!(
+        column(&all, "name"),
+        vec!["acc1", "acc2", "acc1", "acc3"],
+        "no memberless project"
+    );
     let none = app.data("/api/v1/projects?project=acc2", "usr1").await;
     assert!(none.is_empty());
 
@@ -203,7 +267,9 @@ async fn projects_and_users() {
             {"cluster_id": "slurm-1", "resource_manager": "slurm", "name": "usr1", "projects": ["acc3"]},
         ])
     );
-    let some = app.data("/api/v1/users/admin?user=usr3&cluster_id=slurm-1", "admin").await;
+    let some = app
+        .data("/api/v1/users/admin?user=usr3&cluster_id=slurm-1", "admin")
+        .await;
     assert_eq!(column(&some, "name"), vec!["usr3"]);
     let everyone = app.data("/api/v1/users/admin", "admin").await;
     assert_eq!(everyone.len(), 5);
@@ -213,7 +279,9 @@ async fn projects_and_users() {
 #[tokio::test]
 async fn admin_list_comes_from_config_and_grafana_rows() {
     let app = spawn_app().await;
-    let admins = app.data("/api/v1/users/admin?role=admin", "ceems-int-svc").await;
+    let admins = app
+        .data("/api/v1/users/admin?role=admin", "ceems-int-svc")
+        .await;
     assert_eq!(
         serde_json::Value::Array(admins),
         serde_json::json!([
@@ -223,9 +291,15 @@ async fn admin_list_comes_from_config_and_grafana_rows() {
         ]),
         "oldadmin, no longer in the config, is revoked"
     );
-    app.get_json("/api/v1/clusters/admin", Some("gadmin"), 200).await;
-    let denied = app.get_json("/api/v1/clusters/admin", Some("oldadmin"), 403).await;
-    assert_eq!(denied["error"], "current user does not have admin privileges");
+    app.get_json("/api/v1/clusters/admin", Some("gadmin"), 200)
+        .await;
+    let denied = app
+        .get_json("/api/v1/clusters/admin", Some("oldadmin"), 403)
+        .await;
+    assert_eq!(
+        denied["error"],
+        "current user does not have admin privileges"
+    );
     app.stop().await;
 }
 
@@ -245,9 +319,17 @@ async fn clusters_and_stats() {
             {"cluster_id": "slurm-1", "resource_manager": "slurm", "num_units": 2, "num_inactive_units": 2, "num_active_units": 0, "num_projects": 2, "num_users": 2},
         ])
     );
-    let before = app.data("/api/v1/stats/current/admin?from=0&to=1000", "admin").await;
-    assert_eq!(column(&before, "num_units"), vec!["1"], "only the running unit");
-    let one = app.data("/api/v1/stats/global/admin?cluster_id=slurm-1", "admin").await;
+    let before = app
+        .data("/api/v1/stats/current/admin?from=0&to=1000", "admin")
+        .await;
+    assert_eq!(
+        column(&before, "num_units"),
+        vec!["1"],
+        "only the running unit"
+    );
+    let one = app
+        .data("/api/v1/stats/global/admin?cluster_id=slurm-1", "admin")
+        .await;
     assert_eq!(column(&one, "cluster_id"), vec!["slurm-1"]);
     app.stop().await;
 }

@@ -32,14 +32,33 @@ async fn bad_parameters_are_bad_data_naming_the_parameter() {
     let cases = [
         ("/api/v1/units?field=bogus", "invalid query fields"),
         ("/api/v1/usage/global?field=uuid", "invalid query fields"),
-        ("/api/v1/units?from=yesterday", "query parameter 'from': malformed timestamp"),
-        ("/api/v1/units?to=1.5", "query parameter 'to': malformed timestamp"),
-        ("/api/v1/units?from=0&to=172800", "maximum query window exceeded"),
-        ("/api/v1/usage/current?from=x", "query parameter 'from': malformed timestamp"),
-        ("/api/v1/stats/current/admin?to=x", "query parameter 'to': malformed timestamp"),
+        (
+            "/api/v1/units?from=yesterday",
+            "query parameter 'from': malformed timestamp",
+        ),
+        (
+            "/api/v1/units?to=1.5",
+            "query parameter 'to': malformed timestamp",
+        ),
+        (
+            "/api/v1/units?from=0&to=172800",
+            "maximum query window exceeded",
+        ),
+        (
+            "/api/v1/usage/current?from=x",
+            "query parameter 'from': malformed timestamp",
+        ),
+        (
+            "/api/v1/stats/current/admin?to=x",
+            "query parameter 'to': malformed timestamp",
+        ),
     ];
     for (query, message) in cases {
-        let user = if query.contains("admin") { "admin" } else { "usr1" };
+        let user = if query.contains("admin") {
+            "admin"
+        } else {
+            "usr1"
+        };
         let envelope = app.get_json(query, Some(user), 400).await;
         assert_eq!(envelope["errorType"], "bad_data", "{query}");
         assert_eq!(envelope["error"], message, "{query}");
@@ -90,7 +109,10 @@ async fn preflight_and_cors_headers() {
     let app = spawn_app().await;
     let response = app
         .client
-        .request(reqwest::Method::OPTIONS, format!("{}/api/v1/units", app.base))
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/api/v1/units", app.base),
+        )
         .header("Origin", "https://reqbin.com")
         .send()
         .await
@@ -115,7 +137,10 @@ async fn preflight_and_cors_headers() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.headers()["access-control-allow-origin"], "https://grafana.example.org");
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "https://grafana.example.org"
+    );
     assert_eq!(response.headers()["vary"], "Origin");
     app.stop().await;
 }
@@ -139,7 +164,10 @@ async fn gzip_when_enabled_and_accepted() {
     flate2::read::GzDecoder::new(&compressed[..])
         .read_to_string(&mut text)
         .unwrap();
-    assert!(text.starts_with("{\"status\":\"success\",\"data\":[{"), "{text}");
+    assert!(
+        text.starts_with("{\"status\":\"success\",\"data\":[{"),
+        "{text}"
+    );
     // Middleware errors are never compressed.
     let response = app
         .client
@@ -165,15 +193,26 @@ async fn rate_limit_is_per_user() {
     assert_eq!(response.status(), 429);
     assert_eq!(response.headers()["retry-after"], "60");
     assert_eq!(response.text().await.unwrap(), "Too Many Requests\n");
-    assert_eq!(app.get("/api/v1/projects", Some("usr2")).await.status(), 200);
+    assert_eq!(
+        app.get("/api/v1/projects", Some("usr2")).await.status(),
+        200
+    );
     app.stop().await;
 }
 
 #[tokio::test]
 async fn route_prefix_moves_only_the_api_routes() {
     let app = spawn_app_with(|settings| settings.flags.route_prefix = "/ceems".to_owned()).await;
-    assert_eq!(app.get("/ceems/api/v1/projects", Some("usr1")).await.status(), 200);
-    assert_eq!(app.get("/api/v1/projects", Some("usr1")).await.status(), 404);
+    assert_eq!(
+        app.get("/ceems/api/v1/projects", Some("usr1"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.get("/api/v1/projects", Some("usr1")).await.status(),
+        404
+    );
     assert_eq!(app.get("/health", None).await.status(), 200);
     app.stop().await;
 }
@@ -186,11 +225,21 @@ async fn health_landing_swagger_and_demo() {
     assert_eq!(health.text().await.unwrap(), "CEEMS API Server is healthy");
     let landing = app.get("/", None).await;
     assert_eq!(landing.status(), 200);
-    assert_eq!(landing.headers()["content-type"], "text/html; charset=UTF-8");
+    assert_eq!(
+        landing.headers()["content-type"],
+        "text/html; charset=UTF-8"
+    );
     assert!(landing.text().await.unwrap().contains("ceems_api_server"));
     let swagger = app.get("/swagger/index.html", None).await;
     assert_eq!(swagger.status(), 200);
-    let doc = app.get_json("/swagger/doc.json", None, 200).await;
+    let doc: serde_json::Value = serde_json::from_str(
+        &app.get("/swagger/doc.json", None)
+            .await
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let demo = app.get_json("/api/v1/demo/units", None, 200).await;
     assert_eq!(demo["data"].as_array().unwrap().len(), 100);
@@ -202,6 +251,7 @@ async fn health_landing_swagger_and_demo() {
 #[tokio::test]
 async fn path_cleaning_redirects() {
     let app = spawn_app().await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
@@ -225,7 +275,11 @@ async fn basic_auth_from_the_web_config() {
     let web_dir = tempfile::tempdir().unwrap();
     let hash = bcrypt::hash("s3cret", 4).unwrap();
     let web_config = web_dir.path().join("web.yml");
-    std::fs::write(&web_config, format!("basic_auth_users:\n  grafana: '{hash}'\n")).unwrap();
+    std::fs::write(
+        &web_config,
+        format!("basic_auth_users:\n  grafana: '{hash}'\n"),
+    )
+    .unwrap();
     let path = web_config.clone();
     let app = spawn_app_with(move |settings| settings.flags.web_config_file = Some(path)).await;
     let anonymous = app.get("/api/v1/projects", Some("usr1")).await;
@@ -261,12 +315,19 @@ async fn database_errors_are_internal_with_the_sqlite_message() {
     let envelope = app.get_json("/api/v1/projects", Some("usr1"), 500).await;
     assert_eq!(envelope["errorType"], "internal");
     assert!(
-        envelope["error"].as_str().unwrap().contains("no such table: projects"),
+        envelope["error"]
+            .as_str()
+            .unwrap()
+            .contains("no such table: projects"),
         "{envelope}"
     );
     // The ownership check denies on a database error rather than failing open.
     let envelope = app
-        .get_json("/api/v1/units/verify?cluster_id=slurm-0&uuid=1001", Some("usr1"), 403)
+        .get_json(
+            "/api/v1/units/verify?cluster_id=slurm-0&uuid=1001",
+            Some("usr1"),
+            403,
+        )
         .await;
     assert_eq!(envelope["errorType"], "forbidden");
     app.stop().await;
@@ -283,14 +344,27 @@ async fn undecodable_json_columns_are_warned_about_not_leaked() {
     .unwrap();
     let envelope = app
         .get_json(
-            &format!("/api/v1/units?from={DAY_FROM}&to={}&field=uuid&field=avg_cpu_usage", DAY_FROM + 86_400),
+            &format!(
+                "/api/v1/units?from={DAY_FROM}&to={}&field=uuid&field=avg_cpu_usage",
+                DAY_FROM + 86_400
+            ),
             Some("usr1"),
             200,
         )
         .await;
-    assert_eq!(envelope["warnings"], serde_json::json!(["failed to scan 1 rows"]));
+    assert_eq!(
+        envelope["warnings"],
+        serde_json::json!(["failed to scan 1 rows"])
+    );
     let rows = envelope["data"].as_array().unwrap();
-    assert_eq!(rows[0], serde_json::json!({"uuid": "1001"}), "the bad map is left out");
-    assert_eq!(rows[1]["avg_cpu_usage"]["global"], 60, "the next row keeps its own value");
+    assert_eq!(
+        rows[0],
+        serde_json::json!({"uuid": "1001"}),
+        "the bad map is left out"
+    );
+    assert_eq!(
+        rows[1]["avg_cpu_usage"]["global"], 60,
+        "the next row keeps its own value"
+    );
     app.stop().await;
 }
