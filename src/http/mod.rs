@@ -68,7 +68,7 @@ pub fn build_api(settings: &Settings, db: Database) -> Result<routes::Api, HttpS
         max_period: flags.query_max_period,
         config_admins,
         usage_cache: usage_cache::UsageCache::new(USAGE_CACHE_BYTES),
-        swagger: openapi::SwaggerUi::new()?,
+        swagger: openapi::SwaggerUi::for_route_prefix(&flags.route_prefix)?,
     })
 }
 

@@ -111,6 +111,11 @@ impl RouteTable {
         Self { exact }
     }
 
+    /// Every exact path of the table (the Swagger UI's assets are matched by prefix).
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.exact.keys().map(String::as_str)
+    }
+
     pub fn lookup(&self, path: &str) -> Option<Route> {
         if let Some(route) = self.exact.get(path) {
             return Some(*route);
