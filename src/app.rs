@@ -54,10 +54,6 @@ impl App {
             .iter()
             .map(|listener| listener.local_addr())
             .collect::<Result<Vec<_>, _>>()?;
-        for address in &addresses {
-            tracing::info!(%address, tls = web.as_ref().is_some_and(WebConfigHandle::tls_enabled_at_start), "listening");
-        }
-
         let (stop, stopped) = oneshot::channel::<()>();
         let service = warp::service(http::routes::filter(Arc::new(api)));
         let server = tokio::spawn(listener::serve(listeners, web, service, async move {

@@ -1,5 +1,6 @@
 //! The `ceems_api_server` binary: flags, config, telemetry, then [`ceems_api_server::app`].
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use ceems_api_server::app::App;
@@ -55,6 +56,7 @@ fn init_tracing(level: &str, format: &str) -> Result<(), String> {
         .map_err(|error| format!("--log.level {level}: {error}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         "json" => builder.json().init(),

@@ -368,3 +368,55 @@ async fn undecodable_json_columns_are_warned_about_not_leaked() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn tls_from_the_web_config() {
+    use rustls::pki_types::pem::PemObject as _;
+    let web_dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let certificate_pem = certified.cert.pem();
+    std::fs::write(web_dir.path().join("server.crt"), &certificate_pem).unwrap();
+    std::fs::write(
+        web_dir.path().join("server.key"),
+        certified.signing_key.serialize_pem(),
+    )
+    .unwrap();
+    let web_config = web_dir.path().join("web.yml");
+    std::fs::write(
+        &web_config,
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n",
+    )
+    .unwrap();
+    let path = web_config.clone();
+    let app = spawn_app_with(move |settings| settings.flags.web_config_file = Some(path)).await;
+    let port = app.base.rsplit(':').next().unwrap().to_owned();
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(certificate_pem.as_bytes()).unwrap())
+        .unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .no_proxy()
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!("https://localhost:{port}/api/v1/projects"))
+        .header("X-Grafana-User", "usr1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.text().await.unwrap().contains("\"acc3\""));
+    // Plain HTTP on the TLS port gets no answer.
+    let plain = app.client.get(format!("{}/health", app.base)).send().await;
+    assert!(plain.is_err(), "{plain:?}");
+    app.stop().await;
+}
