@@ -406,7 +406,7 @@ fn units_operation(route: Route, admin: bool) -> ApiOperation {
         parameters.push(user_parameter());
     }
     parameters.extend([
-        field_parameter(&UNIT_FIELD_NAMES, "Unit"),
+        field_parameter(&unit_field_names(), "Unit"),
         running_parameter(),
         from_parameter(WindowKind::EndedAt),
         to_parameter(WindowKind::EndedAt),
@@ -508,7 +508,7 @@ fn current_usage_operation(route: Route, admin: bool) -> ApiOperation {
         parameters.push(user_parameter());
     }
     parameters.extend([
-        field_parameter(&USAGE_FIELD_NAMES, "Usage"),
+        field_parameter(&usage_field_names(), "Usage"),
         from_parameter(WindowKind::CurrentUsage),
         to_parameter(WindowKind::CurrentUsage),
         flag_parameter(
@@ -588,7 +588,7 @@ fn global_usage_operation(route: Route, admin: bool) -> ApiOperation {
     if admin {
         parameters.push(user_parameter());
     }
-    parameters.push(field_parameter(&USAGE_FIELD_NAMES, "Usage"));
+    parameters.push(field_parameter(&usage_field_names(), "Usage"));
     let whose = if admin {
         "Lifetime usage rows of the projects of the users in `user` (with no `user` and no \
 `project`, of every project that has members)."
@@ -1701,62 +1701,19 @@ fn usage_keys() -> Vec<ModelKey> {
     USAGE_HEAD_KEYS.into_iter().chain(METRIC_KEYS).collect()
 }
 
-/// The `field` values of units: every key of a unit.
-const UNIT_FIELD_NAMES: [&str; 30] = [
-    "cluster_id",
-    "resource_manager",
-    "uuid",
-    "name",
-    "project",
-    "groupname",
-    "username",
-    "created_at",
-    "started_at",
-    "ended_at",
-    "created_at_ts",
-    "started_at_ts",
-    "ended_at_ts",
-    "elapsed",
-    "state",
-    "allocation",
-    "total_time_seconds",
-    "avg_cpu_usage",
-    "avg_cpu_mem_usage",
-    "total_cpu_energy_usage_kwh",
-    "total_cpu_emissions_gms",
-    "avg_gpu_usage",
-    "avg_gpu_mem_usage",
-    "total_gpu_energy_usage_kwh",
-    "total_gpu_emissions_gms",
-    "total_io_write_stats",
-    "total_io_read_stats",
-    "total_ingress_stats",
-    "total_egress_stats",
-    "tags",
-];
+/// The `field` values of units: every key of a unit, from the model.
+fn unit_field_names() -> Vec<&'static str> {
+    crate::model::UnitField::all()
+        .map(crate::model::UnitField::name)
+        .collect()
+}
 
-/// The `field` values of usage: every key of a usage row.
-const USAGE_FIELD_NAMES: [&str; 19] = [
-    "cluster_id",
-    "resource_manager",
-    "num_units",
-    "project",
-    "groupname",
-    "username",
-    "total_time_seconds",
-    "avg_cpu_usage",
-    "avg_cpu_mem_usage",
-    "total_cpu_energy_usage_kwh",
-    "total_cpu_emissions_gms",
-    "avg_gpu_usage",
-    "avg_gpu_mem_usage",
-    "total_gpu_energy_usage_kwh",
-    "total_gpu_emissions_gms",
-    "total_io_write_stats",
-    "total_io_read_stats",
-    "total_ingress_stats",
-    "total_egress_stats",
-];
+/// The `field` values of usage: every key of a usage row, from the model.
+fn usage_field_names() -> Vec<&'static str> {
+    crate::model::UsageField::all()
+        .map(crate::model::UsageField::name)
+        .collect()
+}
 
 /// The `groupby` values current usage accepts.
 const GROUP_BY_COLUMNS: [&str; 3] = ["cluster_id", "resource_manager", "groupname"];

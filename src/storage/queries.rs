@@ -140,37 +140,34 @@ fn integer(row: &Row<'_>, index: usize) -> rusqlite::Result<i64> {
 struct ScanProblems(usize);
 
 impl ScanProblems {
-    fn metric(&mut self, row: &Row<'_>, index: usize) -> rusqlite::Result<MetricMap> {
+    /// Decodes a JSON column; an empty column is the zero value, an undecodable one is
+    /// counted and left empty.
+    fn decode<T: Default, E>(
+        &mut self,
+        row: &Row<'_>,
+        index: usize,
+        decode: impl FnOnce(&str) -> Result<T, E>,
+    ) -> rusqlite::Result<T> {
         let text = text(row, index)?;
         if text.is_empty() {
-            return Ok(MetricMap::default());
+            return Ok(T::default());
         }
-        Ok(MetricMap::decode(&text).unwrap_or_else(|_| {
+        Ok(decode(&text).unwrap_or_else(|_| {
             self.0 += 1;
-            MetricMap::default()
+            T::default()
         }))
+    }
+
+    fn metric(&mut self, row: &Row<'_>, index: usize) -> rusqlite::Result<MetricMap> {
+        self.decode(row, index, MetricMap::decode)
     }
 
     fn generic(&mut self, row: &Row<'_>, index: usize) -> rusqlite::Result<Generic> {
-        let text = text(row, index)?;
-        if text.is_empty() {
-            return Ok(Generic::default());
-        }
-        Ok(Generic::decode(&text).unwrap_or_else(|_| {
-            self.0 += 1;
-            Generic::default()
-        }))
+        self.decode(row, index, Generic::decode)
     }
 
     fn list(&mut self, row: &Row<'_>, index: usize) -> rusqlite::Result<List> {
-        let text = text(row, index)?;
-        if text.is_empty() {
-            return Ok(List::default());
-        }
-        Ok(List::decode(&text).unwrap_or_else(|_| {
-            self.0 += 1;
-            List::default()
-        }))
+        self.decode(row, index, List::decode)
     }
 
     /// The envelope warnings: the reference's wording, counting rows, not columns.
