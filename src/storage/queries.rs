@@ -595,8 +595,9 @@ pub fn users(conn: &Connection, query: &UserQuery) -> Result<Rows<User>, Storage
             sql.push(" = ").bind(user.clone());
         }
         Scope::Admin => {
-            let mut names = query.filters.users.clone();
-            names.extend(service_accounts(&query.filters.projects));
+            // `project` only widens a user list to the namespaces' service accounts; it
+            // is never a filter of its own here.
+            let names = admin_user_list(&query.filters);
             if names.is_empty() {
                 sql.push(" IS NOT NULL");
             } else {

@@ -273,6 +273,8 @@ async fn projects_and_users() {
     assert_eq!(column(&some, "name"), vec!["usr3"]);
     let everyone = app.data("/api/v1/users/admin", "admin").await;
     assert_eq!(everyone.len(), 5);
+    let project_only = app.data("/api/v1/users/admin?project=acc1", "admin").await;
+    assert_eq!(project_only.len(), 5, "project alone is no filter on users");
     app.stop().await;
 }
 
