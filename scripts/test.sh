@@ -1,8 +1,21 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: unit tests, integration tests (the real server on port 0 over
-# real SQLite files and real HTTP) and doc tests. Installs what the tests need first.
+# Runs the whole test suite: unit tests, property tests and the integration tests (the real
+# server and binary on loopback ports over real SQLite files and real HTTP), then prints one
+# summary line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo test --locked --all-targets
-cargo test --locked --doc
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+status=0
+cargo test --locked --all-targets 2>&1 | tee "$log" || status=$?
+
+summary=$(awk '/^test result:/ {
+    for (i = 1; i <= NF; i++) {
+        if ($(i + 1) ~ /^passed/) passed += $i
+        if ($(i + 1) ~ /^failed/) failed += $i
+    }
+} END { printf "%d passed, %d failed", passed, failed }' "$log")
+echo "tests: $summary"
+exit "$status"
