@@ -10,9 +10,9 @@ use rusqlite::{params_from_iter, Connection, Row};
 use super::StorageError;
 use crate::model::json::decode_text_lossy;
 use crate::model::{
-    Cluster, CurrentUsageQuery, Filters, Generic, GlobalUsageQuery, List, Metric, MetricMap,
-    Project, ProjectQuery, Rows, Scope, Stat, StatsQuery, Unit, UnitField, UnitQuery, Usage,
-    UsageField, User, UserQuery, VerifyQuery,
+    Cluster, CurrentUsageQuery, DtWindow, Filters, Generic, GlobalUsageQuery, List, Metric,
+    MetricMap, Project, ProjectQuery, Rows, Scope, Stat, StatsQuery, Unit, UnitField, UnitQuery,
+    Usage, UsageField, User, UserQuery, VerifyQuery,
 };
 
 /// A SQL statement under construction, with its positional parameters.
@@ -45,6 +45,31 @@ impl Sql {
         }
         self.text.push(')');
         self
+    }
+
+    /// `SELECT a, b, c`.
+    fn select<'a>(&mut self, columns: impl Iterator<Item = &'a str>) -> &mut Self {
+        self.push("SELECT ");
+        for (index, column) in columns.enumerate() {
+            if index > 0 {
+                self.push(", ");
+            }
+            self.push(column);
+        }
+        self
+    }
+
+    /// The window predicate on `ended_at` (text comparison of `DT` bounds with the stored
+    /// `DTZ`, as the reference does), optionally OR still running.
+    fn and_ended_in(&mut self, window: &DtWindow, or_running: bool) -> &mut Self {
+        self.push(" AND (ended_at BETWEEN ")
+            .bind(window.from.clone())
+            .push(" AND ")
+            .bind(window.to.clone());
+        if or_running {
+            self.push(" OR ended_at_ts = 0");
+        }
+        self.push(")")
     }
 
     /// ` AND column IN (...)` when `values` is non-empty.
@@ -209,13 +234,7 @@ fn collect_rows<T>(
 pub fn units(conn: &Connection, query: &UnitQuery) -> Result<Rows<Unit>, StorageError> {
     let fields: Vec<UnitField> = query.fields.iter().collect();
     let mut sql = Sql::default();
-    sql.push("SELECT ");
-    for (index, field) in fields.iter().enumerate() {
-        if index > 0 {
-            sql.push(", ");
-        }
-        sql.push(field.name());
-    }
+    sql.select(fields.iter().map(|field| field.name()));
     sql.push(" FROM units WHERE ignore = 0");
     let filters = &query.filters;
     match &query.scope {
@@ -238,14 +257,7 @@ pub fn units(conn: &Connection, query: &UnitQuery) -> Result<Rows<Unit>, Storage
     if !query.uuids.is_empty() {
         sql.and_in("uuid", &query.uuids);
     } else if let Some(window) = &query.window {
-        sql.push(" AND (ended_at BETWEEN ")
-            .bind(window.from.clone())
-            .push(" AND ")
-            .bind(window.to.clone());
-        if query.running {
-            sql.push(" OR ended_at_ts = 0");
-        }
-        sql.push(")");
+        sql.and_ended_in(window, query.running);
     }
     sql.push(" ORDER BY cluster_id, uuid");
 
@@ -513,13 +525,7 @@ pub fn global_usage(
 ) -> Result<Rows<Usage>, StorageError> {
     let fields: Vec<UsageField> = query.fields.iter().collect();
     let mut sql = Sql::default();
-    sql.push("SELECT ");
-    for (index, field) in fields.iter().enumerate() {
-        if index > 0 {
-            sql.push(", ");
-        }
-        sql.push(field.name());
-    }
+    sql.select(fields.iter().map(|field| field.name()));
     sql.push(" FROM usage WHERE 1 = 1");
     and_project_scope(&mut sql, &query.scope, &query.filters);
     sql.and_in("project", &query.filters.projects)
@@ -640,11 +646,7 @@ pub fn stats(conn: &Connection, query: &StatsQuery) -> Result<Rows<Stat>, Storag
     );
     sql.and_in("cluster_id", &query.cluster_ids);
     if let Some(window) = &query.window {
-        sql.push(" AND (ended_at BETWEEN ")
-            .bind(window.from.clone())
-            .push(" AND ")
-            .bind(window.to.clone())
-            .push(" OR ended_at_ts = 0)");
+        sql.and_ended_in(window, true);
     }
     sql.push(" GROUP BY cluster_id ORDER BY cluster_id");
     collect_rows(conn, &sql, |row, _| {
