@@ -854,6 +854,27 @@ mod tests {
     }
 
     #[test]
+    fn fake_sacct_job_keeps_its_fractional_memory() {
+        // The TRES of the e2e fake job 1481508, 497 s inside the window. The reference
+        // stores mem 343597383680 and cpumemtime 162856960 (320 GiB); we keep 320.5 GiB.
+        let line = "1481508|part1|qos1|acc1|grp|1000|usr2|1000|2026-11-22T10:00:00+0100|\
+                    2026-11-22T10:01:00+0100|2026-11-22T10:09:17+0100|00:08:17|497|0:0|\
+                    COMPLETED|billing=160,cpu=16,gres/gpu=0,mem=320.5G,node=2|compute-[0-2]|\
+                    test_script2|/home/usr2";
+        let parsed = parse_sacct_output(line, WINDOW, paris(), Tz::UTC);
+        assert!(parsed.skipped.is_empty());
+        let job = unit(&parsed, "1481508");
+        assert_eq!(
+            job.allocation.as_json(),
+            r#"{"billing":160,"cpus":16,"gpus":0,"mem":344134254592,"nodes":2}"#
+        );
+        assert_eq!(
+            times(job),
+            r#"{"alloc_cpumemtime":163111424,"alloc_cputime":7952,"alloc_gpumemtime":0,"alloc_gputime":0,"walltime":497}"#
+        );
+    }
+
+    #[test]
     fn zone_less_times_are_read_in_the_sacct_zone() {
         assert_eq!(
             parse_sacct_time("2026-11-22T10:00:00", Tz::UTC, paris()),
