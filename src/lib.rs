@@ -9,6 +9,7 @@
 //!   side effects; secrets redacted in `Debug`.
 //! - [`storage`]: the only module that imports rusqlite: migrations from `sql/`, the custom
 //!   SQL functions, read-only connection pool, the queries behind every route.
+//! - [`updater`]: the periodic pull: resource managers (SLURM `sacct`/`sacctmgr` parsers).
 //! - [`http`]: the only module that imports warp and hyper: listener (TLS, basic auth), the
 //!   route table, filters (identity, query parsing), handlers, envelope, CORS, compression,
 //!   rate limiting, OpenAPI.
@@ -25,3 +26,4 @@ pub mod config;
 pub mod http;
 pub mod model;
 pub mod storage;
+pub mod updater;

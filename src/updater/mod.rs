@@ -1,0 +1,3 @@
+//! The periodic pull: resource managers (SLURM, ...) and the Prometheus updater will live here.
+
+pub mod slurm;
