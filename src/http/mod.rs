@@ -25,7 +25,6 @@ pub mod web_config;
 pub struct PeerAddr(pub std::net::SocketAddr);
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use crate::config::Settings;
 use crate::storage::Database;
@@ -70,9 +69,4 @@ pub fn build_api(settings: &Settings, db: Database) -> Result<routes::Api, HttpS
         usage_cache: usage_cache::UsageCache::new(USAGE_CACHE_BYTES),
         swagger: openapi::SwaggerUi::for_route_prefix(&flags.route_prefix)?,
     })
-}
-
-/// The warp filter of the whole API, for in-process tests with `warp::test`.
-pub fn api_filter(api: routes::Api) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
-    routes::filter(Arc::new(api))
 }

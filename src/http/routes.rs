@@ -13,13 +13,13 @@ use http::{Method, StatusCode};
 use warp::filters::BoxedFilter;
 use warp::Filter;
 
-use super::compression::{self, Encoding};
+use super::compression;
 use super::cors::Cors;
 use super::envelope::{self, ApiError, Reply};
 use super::filters::QueryParams;
 use super::handlers;
 use super::identity::UserHeaders;
-use super::rate_limit::{Decision, RateLimiter};
+use super::rate_limit::RateLimiter;
 use super::usage_cache::UsageCache;
 use super::PeerAddr;
 use crate::storage::Database;
@@ -220,22 +220,14 @@ pub async fn dispatch(api: &Api, request: Request) -> Reply {
             api.compression_level,
             compression::negotiate(request.headers.get(ACCEPT_ENCODING)),
         ) {
-            compress_reply(&mut reply, encoding, level);
+            compression::compress(&mut reply, encoding, level);
         }
         reply
     };
     if let Some(decision) = decision {
-        apply_limit_headers(&decision, &mut reply);
+        decision.apply(&mut reply.headers);
     }
     reply
-}
-
-fn compress_reply(reply: &mut Reply, encoding: Encoding, level: u32) {
-    compression::compress(reply, encoding, level);
-}
-
-fn apply_limit_headers(decision: &Decision, reply: &mut Reply) {
-    decision.apply(&mut reply.headers);
 }
 
 /// Identity and admin check, then the handler.
@@ -281,4 +273,71 @@ pub fn into_response(reply: Reply) -> warp::reply::Response {
     *response.status_mut() = reply.status;
     *response.headers_mut() = reply.headers;
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Flags, Settings};
+
+    async fn api() -> (Arc<Api>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let database = Database::open(dir.path()).expect("database opens");
+        let settings = Settings {
+            flags: Flags::default(),
+            config: Config::default(),
+        };
+        let api = super::super::build_api(&settings, database).expect("api builds");
+        (Arc::new(api), dir)
+    }
+
+    #[tokio::test]
+    async fn the_filter_routes_in_process() {
+        let (api, _dir) = api().await;
+        let routes = filter(api);
+
+        let response = warp::test::request().path("/nope").reply(&routes).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(response.body().as_ref(), b"404 page not found\n");
+
+        let response = warp::test::request()
+            .path("/api/v1/units")
+            .reply(&routes)
+            .await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+        let response = warp::test::request()
+            .path("/api/v1/units?from=0&to=1")
+            .header("X-Grafana-User", "alice")
+            .reply(&routes)
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.body().as_ref(),
+            b"{\"status\":\"success\",\"data\":[]}\n"
+        );
+
+        let response = warp::test::request()
+            .method("DELETE")
+            .path("/api/v1/units")
+            .reply(&routes)
+            .await;
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert!(response.body().is_empty());
+    }
+
+    #[test]
+    fn table_has_only_the_reference_paths() {
+        let table = RouteTable::new("/ceems");
+        assert_eq!(
+            table.lookup("/ceems/api/v1/usage/current/admin"),
+            Some(Route::CurrentUsage { admin: true })
+        );
+        assert_eq!(table.lookup("/api/v1/units"), None);
+        assert_eq!(table.lookup("/ceems/api/v1/usage/yearly"), None);
+        assert_eq!(table.lookup("/ceems/api/v1/units/"), None);
+        assert_eq!(table.lookup("/health"), Some(Route::Health));
+        assert_eq!(table.lookup("/swagger/index.html"), Some(Route::Swagger));
+        assert_eq!(table.lookup("/swagger"), None);
+    }
 }
