@@ -4,7 +4,7 @@
 use chrono::{TimeZone, Utc};
 use chrono_tz::Tz;
 
-use crate::model::time::go_duration_seconds;
+use crate::config::format_go_duration;
 use crate::model::{MetricMap, Metrics, Unit, Usage};
 
 const MANAGERS: [&str; 3] = ["slurm", "openstack", "k8s"];
@@ -56,6 +56,16 @@ fn rfc1123(epoch_seconds: i64, zone: Tz) -> String {
                 .to_string()
         })
         .unwrap_or_default()
+}
+
+/// Whole seconds as Go prints a duration, negative ones included (`-10m0s`).
+fn signed_go_duration(seconds: i64) -> String {
+    let text = format_go_duration(std::time::Duration::from_secs(seconds.unsigned_abs()));
+    if seconds < 0 {
+        format!("-{text}")
+    } else {
+        text
+    }
 }
 
 fn map(entries: &[(&str, f64)]) -> MetricMap {
@@ -166,7 +176,7 @@ pub fn demo_units(now: i64, zone: Tz) -> Vec<Unit> {
                 created_at_ts: created,
                 started_at_ts: if pending { 0 } else { start },
                 ended_at_ts: if pending { 0 } else { end },
-                elapsed: go_duration_seconds(elapsed),
+                elapsed: signed_go_duration(elapsed),
                 state: state.to_owned(),
                 metrics,
                 ..Unit::default()
@@ -250,6 +260,13 @@ mod tests {
             assert!(unit.cluster_id.starts_with(&unit.resource_manager));
             assert_eq!(unit.username, "user1");
         }
+    }
+
+    #[test]
+    fn elapsed_prints_as_a_go_duration() {
+        assert_eq!(signed_go_duration(0), "0s");
+        assert_eq!(signed_go_duration(18_182), "5h3m2s");
+        assert_eq!(signed_go_duration(-600), "-10m0s");
     }
 
     #[test]

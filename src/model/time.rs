@@ -229,36 +229,3 @@ mod tests {
         .exceeds(Duration::ZERO));
     }
 }
-
-/// Whole seconds as Go's `Duration.String()` prints them: `0s`, `45s`, `1m0s`, `5h3m2s`,
-/// `-10m0s`.
-pub fn go_duration_seconds(seconds: i64) -> String {
-    if seconds == 0 {
-        return "0s".to_owned();
-    }
-    let sign = if seconds < 0 { "-" } else { "" };
-    let total = seconds.unsigned_abs();
-    let (hours, minutes, secs) = (total / 3600, total / 60 % 60, total % 60);
-    if hours > 0 {
-        format!("{sign}{hours}h{minutes}m{secs}s")
-    } else if minutes > 0 {
-        format!("{sign}{minutes}m{secs}s")
-    } else {
-        format!("{sign}{secs}s")
-    }
-}
-
-#[cfg(test)]
-mod go_duration_tests {
-    use super::go_duration_seconds;
-
-    #[test]
-    fn prints_as_go_does() {
-        assert_eq!(go_duration_seconds(0), "0s");
-        assert_eq!(go_duration_seconds(45), "45s");
-        assert_eq!(go_duration_seconds(60), "1m0s");
-        assert_eq!(go_duration_seconds(18_182), "5h3m2s");
-        assert_eq!(go_duration_seconds(-600), "-10m0s");
-        assert_eq!(go_duration_seconds(86_400), "24h0m0s");
-    }
-}

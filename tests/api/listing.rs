@@ -138,6 +138,25 @@ async fn window_bounds_running_flag_and_timezone() {
         )
         .await;
     assert_eq!(athens[0]["ended_at"], "2024-01-10T13:00:00+0200");
+
+    let unknown = app
+        .get_json(
+            &format!(
+                "/api/v1/units?{}&field=ended_at&field=uuid&timezone=Mars/Olympus",
+                day()
+            ),
+            Some("usr1"),
+            200,
+        )
+        .await;
+    assert_eq!(unknown["data"][0]["ended_at"], "2024-01-10T12:00:00+0100");
+    assert!(
+        unknown["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("'timezone'"),
+        "{unknown}"
+    );
     app.stop().await;
 }
 
