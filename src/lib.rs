@@ -9,7 +9,11 @@
 //!   side effects; secrets redacted in `Debug`.
 //! - [`storage`]: the only module that imports rusqlite: migrations from `sql/`, the custom
 //!   SQL functions, read-only connection pool, the queries behind every route.
-//! - [`updater`]: the periodic pull: resource managers (SLURM `sacct`/`sacctmgr` parsers).
+//! - [`resource`]: resource managers, where units, users and projects come from (SLURM
+//!   through `sacct`/`sacctmgr`, a synthetic demo cluster).
+//! - [`updater`]: updaters that add metrics to fetched units (the Prometheus TSDB updater).
+//! - [`pipeline`]: the update loop: windows, their persisted resume points, the one
+//!   transaction per window, retention and backups.
 //! - [`http`]: the only module that imports warp and hyper: listener (TLS, basic auth), the
 //!   route table, filters (identity, query parsing), handlers, envelope, CORS, compression,
 //!   rate limiting, OpenAPI.
@@ -25,5 +29,7 @@ pub mod app;
 pub mod config;
 pub mod http;
 pub mod model;
+pub mod pipeline;
+pub mod resource;
 pub mod storage;
 pub mod updater;

@@ -1,3 +1,1 @@
-//! The periodic pull: resource managers (SLURM, ...) and the Prometheus updater will live here.
-
-pub mod slurm;
+//! Updaters: services that add metrics (CPU/GPU usage, energy, ...) to fetched units.

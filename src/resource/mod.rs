@@ -1,0 +1,3 @@
+//! Resource managers: where compute units, users and projects come from.
+
+pub mod slurm;

@@ -1,0 +1,3 @@
+//! The SLURM resource manager: `sacct` and `sacctmgr` through the command line.
+
+pub mod parse;
