@@ -161,14 +161,18 @@ impl Grafana {
     }
 }
 
+/// Where a query is: the dashboard file and `panel <id> "<title>" query <refId>` or
+/// `variable <name>`.
+pub type Place = (String, String);
+
 /// Everything the runs saw.
 #[derive(Default)]
 pub struct Report {
     pub errors: BTreeSet<String>,
     /// (file, where) → the query and the rows of each of its answers.
-    pub answers: BTreeMap<(String, String), (InfinityQuery, Vec<Vec<Value>>)>,
+    pub answers: BTreeMap<Place, (InfinityQuery, Vec<Vec<Value>>)>,
     /// (file, where) → the interpolated PromQL expressions.
-    pub promql: BTreeMap<(String, String), BTreeSet<String>>,
+    pub promql: BTreeMap<Place, BTreeSet<String>>,
     pub runs: usize,
     pub requests: usize,
     /// file → the link runs it got.
