@@ -15,6 +15,9 @@ pub struct Scenario {
     /// Dashboard time range, epoch milliseconds.
     pub from_ms: i64,
     pub to_ms: i64,
+    /// How many runs the job list gets (one per endpoint kind, cluster and user explored),
+    /// when known for this data.
+    pub job_list_runs: Option<usize>,
 }
 
 /// The fixture of the API tests: two SLURM clusters on 2024-01-10 (Paris), plus the
@@ -34,5 +37,8 @@ pub fn prepare_database(dir: &Path) -> Scenario {
         admin: "admin".to_owned(),
         from_ms: DAY_FROM * 1000,
         to_ms: DAY_TO * 1000,
+        // As usr1: clusters slurm-0 and slurm-1, usr1 alone on each. As admin: slurm-0
+        // (usr1, usr2, usr3) and slurm-1 (usr1, usr3).
+        job_list_runs: Some(2 + 5),
     }
 }

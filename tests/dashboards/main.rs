@@ -39,7 +39,6 @@ async fn every_panel_gets_its_columns_from_the_server() {
     );
     let grafana = Grafana::start().await;
     let report = check_dashboards(&grafana, &dashboards).await;
-    grafana.stop().await;
     let errors: Vec<&String> = report.errors.iter().collect();
     assert!(errors.is_empty(), "{} problems:\n{errors:#?}", errors.len());
 
@@ -58,19 +57,21 @@ async fn every_panel_gets_its_columns_from_the_server() {
     );
     assert_eq!(places("usage.json"), 2 + 8);
     assert_eq!(places("cluster-status.json"), 1 + 7);
-    // Job list: as usr1, clusters slurm-0 and slurm-1 (usr1 alone on each); as admin,
-    // slurm-0 (usr1, usr2, usr3) and slurm-1 (usr1, usr3).
-    let job_list_runs = report.answers[&(
+    let job_list = &report.answers[&(
         "job-list.json".to_owned(),
         "panel 1 \"Jobs\" query A".to_owned(),
     )]
-        .1
-        .len();
-    assert_eq!(job_list_runs, 2 + 5);
+        .1;
+    if let Some(expected) = grafana.scenario.job_list_runs {
+        assert_eq!(job_list.len(), expected);
+    }
     // Every job list run with rows links to the job dashboard.
-    assert_eq!(report.linked_runs["job-metrics.json"], 7);
+    let with_rows = job_list.iter().filter(|rows| !rows.is_empty()).count();
+    assert!(with_rows > 0);
+    assert_eq!(report.linked_runs["job-metrics.json"], with_rows);
     assert!(report.requests > 100, "{} requests", report.requests);
     check_promql(&report);
+    grafana.stop().await;
 }
 
 /// The same check on copies of the dashboards with one thing broken each: it must fail,
@@ -171,9 +172,10 @@ fn check_promql(report: &runner::Report) {
     let mut exprs = Vec::new();
     for ((file, place), set) in &report.promql {
         assert_eq!(file, "job-metrics.json");
-        // Reached through a link, the unit is one of the fixture's.
+        // Reached through a link, the unit is a real one.
         assert!(
-            set.iter().any(|expr| expr.contains("uuid=\"1001\"")),
+            set.iter()
+                .any(|expr| expr.contains("uuid=\"") && !expr.contains("uuid=\"\"")),
             "{place}: {set:?}"
         );
         for expr in set {
