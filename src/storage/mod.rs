@@ -10,6 +10,8 @@ pub mod functions;
 pub mod migrations;
 pub mod pool;
 pub mod queries;
+pub mod state;
+pub mod window;
 pub mod write;
 
 pub use migrations::MigrationError;

@@ -82,6 +82,7 @@ impl Database {
 
         let mut writer = open_writer_connection(&file_path)?;
         migrations::migrate(&mut writer)?;
+        super::state::apply_auxiliary_schema(&writer)?;
 
         let readers = ReadPool::new(file_path.clone(), options.read_connections.max(1));
         readers.fill()?;

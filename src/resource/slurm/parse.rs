@@ -574,7 +574,8 @@ pub fn parse_sacctmgr_output(output: &str) -> (Vec<User>, Vec<Project>) {
 mod tests {
     use super::*;
 
-    const SACCT_22_05: &str = include_str!("../../../tests/fixtures/sacct/sacct-22.05-no-offset.txt");
+    const SACCT_22_05: &str =
+        include_str!("../../../tests/fixtures/sacct/sacct-22.05-no-offset.txt");
     const SACCT_OFFSETS: &str = include_str!("../../../tests/fixtures/sacct/sacct-offsets.txt");
     const SACCTMGR: &str = include_str!("../../../tests/fixtures/sacct/sacctmgr-associations.txt");
 
