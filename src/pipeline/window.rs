@@ -48,7 +48,11 @@ mod tests {
     #[test]
     fn renders_both_ends_in_the_window_zone() {
         // 2024-01-10T00:00:00Z and one hour later, in Paris (UTC+1 in winter).
-        let window = Window::new(1_704_844_800_000, 1_704_848_400_000, chrono_tz::Europe::Paris);
+        let window = Window::new(
+            1_704_844_800_000,
+            1_704_848_400_000,
+            chrono_tz::Europe::Paris,
+        );
         assert_eq!(window.start_dt(), "2024-01-10T01:00:00");
         assert_eq!(window.end_dt(), "2024-01-10T02:00:00");
         assert_eq!(window.duration(), Duration::from_secs(3600));

@@ -1093,6 +1093,9 @@ mod tests {
         }
 
         proptest! {
+            // Each case builds whole units (JSON maps, nodelists): fewer cases keep it quick.
+            #![proptest_config(ProptestConfig::with_cases(96))]
+
             #[test]
             fn sacct_parser_never_panics_on_any_text(text in "\\PC{0,400}") {
                 let parsed = parse_sacct_output(&text, &window(), paris());
