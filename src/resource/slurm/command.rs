@@ -259,11 +259,13 @@ pub fn running_as_root() -> bool {
         == Some("0")
 }
 
-/// Whether `sudo -n <sacct> --help` succeeds within `limit`, with the command's
-/// environment (the check runs synchronously, once, at start).
+/// Whether `sudo -n -E <sacct> --help` succeeds within `limit`, with the command's
+/// environment (the check runs synchronously, once, at start). `-E` as in the real runs:
+/// a sudoers rule without `SETENV` refuses it, and would refuse every fetch.
 pub fn sudo_works(sacct: &Path, environment: &[(String, String)], limit: Duration) -> bool {
     let child = std::process::Command::new("sudo")
         .arg("-n")
+        .arg("-E")
         .arg(sacct)
         .arg("--help")
         .envs(environment.iter().map(|(name, value)| (name, value)))

@@ -92,7 +92,7 @@ pub struct SlurmManager {
 impl SlurmManager {
     /// Finds `sacct` (in `cli.path`, else on `PATH`: the one of
     /// `cli.environment_variables` if set, else the server's), chooses how to run it
-    /// (directly as root, else through password-less `sudo` if `sudo -n sacct --help`
+    /// (directly as root, else through password-less `sudo` if `sudo -n -E sacct --help`
     /// succeeds within 5 s, else as the server's user with a warning) and the zone sacct
     /// prints in (`TZ` of the commands' environment, else the server's zone). `zone` is
     /// the configured `time_zone` the units' times are rendered in (each window carries
