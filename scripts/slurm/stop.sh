@@ -8,8 +8,8 @@ set -uo pipefail
 BASE=${1:?usage: stop.sh BASE_DIR}
 [ -d "$BASE" ] || exit 0
 
-alive() { # pid name
-  [ "$(ps -o comm= -p "$1" 2>/dev/null)" = "$2" ]
+alive() { # pid name: that pid runs that program (not a reused pid)
+  [ "$(cat "/proc/$1/comm" 2>/dev/null)" = "$2" ]
 }
 
 ctld_pid=$(cat "$BASE/run/slurmctld.bgpid" 2>/dev/null || true)
