@@ -15,6 +15,10 @@ need slurmdbd slurmdbd
 need munged munge
 need mariadbd mariadb-server
 need sqlite3 sqlite3
+need ss iproute2
+need kill procps
+need mariadb-install-db mariadb-server
+need mariadb mariadb-client
 
 [ ${#packages[@]} -eq 0 ] && exit 0
 

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use super::{ClusterSource, Pipeline, ResourceManager, Schedule, Updater};
 use crate::config::{ClusterConfig, Config};
+use crate::resource::slurm::parse::RESOURCE_MANAGER_SLURM;
+use crate::resource::slurm::SlurmManager;
 use crate::storage::Database;
 
 /// A cluster or updater of the config that cannot run.
@@ -49,12 +51,22 @@ pub fn build_pipeline(config: &Config, db: Database, now_ms: i64) -> Result<Pipe
 
 fn build_manager(
     cluster: &ClusterConfig,
-    _zone: chrono_tz::Tz,
+    zone: chrono_tz::Tz,
 ) -> Result<Arc<dyn ResourceManager>, BuildError> {
-    Err(BuildError::UnsupportedManager {
+    let failed = |error: &dyn std::fmt::Display| BuildError::Cluster {
         id: cluster.id.clone(),
-        manager: cluster.manager.clone(),
-    })
+        message: error.to_string(),
+    };
+    match cluster.manager.as_str() {
+        RESOURCE_MANAGER_SLURM => match SlurmManager::new(cluster, zone) {
+            Ok(manager) => Ok(Arc::new(manager)),
+            Err(error) => Err(failed(&error)),
+        },
+        _ => Err(BuildError::UnsupportedManager {
+            id: cluster.id.clone(),
+            manager: cluster.manager.clone(),
+        }),
+    }
 }
 
 fn build_updaters(config: &Config) -> Result<BTreeMap<String, Arc<dyn Updater>>, BuildError> {
