@@ -377,6 +377,9 @@ fn assert_units(units: &[Unit], expected: &Expected, what: &str) {
     );
 }
 
+/// Picks one metric map of a unit.
+type PickMap = fn(&Unit) -> &MetricMap;
+
 fn three_units() -> Vec<Unit> {
     vec![unit("1001"), unit("1002"), unit("1003")]
 }
@@ -449,13 +452,13 @@ async fn default_queries_over_one_and_two_adjacent_windows() {
 
     // The two windows add up to the whole one.
     for (index, name) in [(0, "1001"), (1, "1002")] {
-        let sum = |pick: fn(&Unit) -> &MetricMap, key: &str| {
+        let sum = |pick: PickMap, key: &str| {
             pick(&first[index]).get(key).unwrap_or(0.0)
                 + pick(&second[index]).get(key).unwrap_or(0.0)
         };
         let whole_value =
             |pick: fn(&Unit) -> &MetricMap, key: &str| pick(&whole[index]).get(key).unwrap_or(0.0);
-        let checks: [(fn(&Unit) -> &MetricMap, &str); 5] = [
+        let checks: [(PickMap, &str); 5] = [
             (|unit| &unit.metrics.total_cpu_energy_usage_kwh, "total"),
             (|unit| &unit.metrics.total_cpu_emissions_gms, "rte_total"),
             (|unit| &unit.metrics.total_gpu_energy_usage_kwh, "total"),

@@ -365,3 +365,275 @@ fn prometheus_client(
         message: error_chain(&error),
     })
 }
+
+#[cfg(test)]
+mod fake;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::fake::{FakeServer, SeenRequest};
+    use super::*;
+    use crate::config::{ClientUrl, WebClientConfig};
+    use crate::model::MetricMap;
+
+    const WINDOW_START_MS: i64 = 1_700_000_000_000;
+    const HOUR_MS: i64 = 3_600_000;
+
+    fn config(url: Option<&str>, tsdb: TsdbUpdaterConfig) -> UpdaterConfig {
+        UpdaterConfig {
+            id: "tsdb-0".to_owned(),
+            updater: "tsdb".to_owned(),
+            web: WebClientConfig {
+                url: url.map(|url| ClientUrl::parse(url).unwrap()),
+                ..WebClientConfig::default()
+            },
+            tsdb,
+        }
+    }
+
+    fn one_query(source: &str) -> TsdbUpdaterConfig {
+        TsdbUpdaterConfig {
+            queries: BTreeMap::from([(
+                "avg_cpu_usage".to_owned(),
+                BTreeMap::from([("global".to_owned(), QueryTemplate::parse(source).unwrap())]),
+            )]),
+            ..TsdbUpdaterConfig::default()
+        }
+    }
+
+    fn units() -> Vec<Unit> {
+        vec![Unit {
+            uuid: "1".to_owned(),
+            ..Unit::default()
+        }]
+    }
+
+    fn window(duration_ms: i64) -> Window {
+        Window::new(
+            WINDOW_START_MS,
+            WINDOW_START_MS + duration_ms,
+            chrono_tz::Tz::UTC,
+        )
+    }
+
+    fn form(parameters: &str) -> Vec<(String, String)> {
+        form_urlencoded::parse(parameters.as_bytes())
+            .into_owned()
+            .collect()
+    }
+
+    const VECTOR: &str = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"uuid":"1"},"value":[1700003600,"2"]}]}}"#;
+
+    /// Like a store without status endpoints that refuses POST queries.
+    fn no_status_no_post(request: &SeenRequest) -> (u16, String) {
+        match (request.method.as_str(), request.path.as_str()) {
+            ("GET", "/api/v1/query") => (200, VECTOR.to_owned()),
+            ("POST", "/api/v1/query") => (405, String::new()),
+            _ => (404, "404 page not found".to_owned()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_post_is_sent_again_by_get_and_absent_settings_keep_defaults() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let server = FakeServer::start(no_status_no_post).await;
+        let updater = TsdbUpdater::new(&config(
+            Some(&server.url()),
+            one_query("q{uuid=~\"{{.UUIDs}}\"}"),
+        ))
+        .unwrap();
+        let mut units = units();
+        let ignored = updater.update(&window(HOUR_MS), &mut units).await.unwrap();
+        assert!(ignored.is_empty());
+        assert_eq!(
+            units[0].metrics.avg_cpu_usage,
+            MetricMap(BTreeMap::from([("global".to_owned(), 2.0)]))
+        );
+        let requests = server.requests();
+        let summary: Vec<(&str, &str)> = requests
+            .iter()
+            .map(|request| (request.method.as_str(), request.path.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("GET", "/api/v1/status/config"),
+                ("GET", "/api/v1/status/flags"),
+                ("GET", "/api/v1/status/runtimeinfo"),
+                ("POST", "/api/v1/query"),
+                ("GET", "/api/v1/query"),
+            ]
+        );
+        let expected_parameters = [
+            ("query".to_owned(), "q{uuid=~\"1\"}".to_owned()),
+            ("time".to_owned(), "1700003600".to_owned()),
+            // The default scrape interval: the store has no status endpoints.
+            ("lookback_delta".to_owned(), "1m0s".to_owned()),
+        ];
+        assert_eq!(form(&requests[3].parameters), expected_parameters);
+        assert_eq!(form(&requests[4].parameters), expected_parameters);
+
+        // Absent endpoints are not asked again before the cache expires.
+        updater.update(&window(HOUR_MS), &mut units).await.unwrap();
+        assert_eq!(server.requests().len(), 7);
+    }
+
+    fn unavailable(request: &SeenRequest) -> (u16, String) {
+        match request.path.as_str() {
+            "/api/v1/status/config" => (
+                200,
+                r#"{"status":"success","data":{"yaml":"global:\n  scrape_interval: 30s\n"}}"#
+                    .to_owned(),
+            ),
+            "/api/v1/query" => (
+                503,
+                r#"{"status":"error","errorType":"unavailable","error":"too busy"}"#.to_owned(),
+            ),
+            _ => (404, String::new()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_busy_tsdb_fails_the_update_and_leaves_the_units_alone() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let server = FakeServer::start(unavailable).await;
+        let updater =
+            TsdbUpdater::new(&config(Some(&server.url()), TsdbUpdaterConfig::default())).unwrap();
+        let mut units = units();
+        units[0].metrics.avg_cpu_usage = MetricMap(BTreeMap::from([("global".to_owned(), 5.0)]));
+        let before = units.clone();
+        let error = updater
+            .update(&window(HOUR_MS), &mut units)
+            .await
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .ends_with(": HTTP 503 Service Unavailable: unavailable: too busy"),
+            "{error}"
+        );
+        assert_eq!(units, before);
+        // The scrape interval of the config answer is used.
+        let query = server
+            .requests()
+            .into_iter()
+            .find(|request| request.path == "/api/v1/query")
+            .unwrap();
+        assert!(form(&query.parameters).contains(&("lookback_delta".to_owned(), "30s".to_owned())));
+    }
+
+    #[tokio::test]
+    async fn a_window_shorter_than_the_rate_interval_is_not_queried() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let server = FakeServer::start(no_status_no_post).await;
+        let updater = TsdbUpdater::new(&config(
+            Some(&server.url()),
+            one_query("q{uuid=~\"{{.UUIDs}}\"}"),
+        ))
+        .unwrap();
+        let mut units = units();
+        units[0].metrics.avg_cpu_usage = MetricMap(BTreeMap::from([("global".to_owned(), 5.0)]));
+        let before = units.clone();
+        // Default scrape 1m: the rate interval is 4m.
+        updater
+            .update(&window(4 * 60_000 - 1), &mut units)
+            .await
+            .unwrap();
+        assert_eq!(units, before);
+        assert!(server
+            .requests()
+            .iter()
+            .all(|request| request.path.starts_with("/api/v1/status/")));
+    }
+
+    fn deletions(request: &SeenRequest) -> (u16, String) {
+        match request.path.as_str() {
+            "/api/v1/admin/tsdb/delete_series" => (204, String::new()),
+            "/api/v1/query" => (
+                200,
+                r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#.to_owned(),
+            ),
+            _ => (404, String::new()),
+        }
+    }
+
+    #[tokio::test]
+    async fn deletion_sends_only_the_matchers_asked_for() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let server = FakeServer::start(deletions).await;
+        let mut tsdb = one_query("q{uuid=~\"{{.UUIDs}}\"}");
+        tsdb.labels_to_drop = vec!["ceems_ipmi_dcmi_avg_watts".to_owned()];
+        tsdb.cutoff_duration = std::time::Duration::from_secs(60);
+        tsdb.delete_ignored = true;
+        let updater = TsdbUpdater::new(&config(Some(&server.url()), tsdb.clone())).unwrap();
+        let mut units = units();
+        updater.update(&window(HOUR_MS), &mut units).await.unwrap();
+        let deletes: Vec<Vec<(String, String)>> = server
+            .requests()
+            .iter()
+            .filter(|request| request.path == "/api/v1/admin/tsdb/delete_series")
+            .map(|request| form(&request.parameters))
+            .collect();
+        let pair = |name: &str, value: &str| (name.to_owned(), value.to_owned());
+        // No ignored unit: no uuid matcher (in particular not `{uuid=~""}`).
+        assert_eq!(
+            deletes,
+            [vec![
+                pair("match[]", "ceems_ipmi_dcmi_avg_watts"),
+                pair("start", "1699999940"),
+                pair("end", "1700003600"),
+            ]]
+        );
+
+        // A short unit adds its uuid matcher.
+        units[0].started_at_ts = WINDOW_START_MS;
+        units[0].ended_at_ts = WINDOW_START_MS + 30_000;
+        let ignored = updater.update(&window(HOUR_MS), &mut units).await.unwrap();
+        assert_eq!(ignored, BTreeSet::from(["1".to_owned()]));
+        let last = server.requests().last().cloned().unwrap();
+        assert_eq!(
+            form(&last.parameters)[..2],
+            [
+                pair("match[]", "ceems_ipmi_dcmi_avg_watts"),
+                pair("match[]", "{uuid=~\"1\"}"),
+            ]
+        );
+
+        // Nothing to delete: no request.
+        tsdb.labels_to_drop.clear();
+        tsdb.delete_ignored = false;
+        let quiet = FakeServer::start(deletions).await;
+        let updater = TsdbUpdater::new(&config(Some(&quiet.url()), tsdb)).unwrap();
+        updater.update(&window(HOUR_MS), &mut units).await.unwrap();
+        assert!(quiet
+            .requests()
+            .iter()
+            .all(|request| request.path != "/api/v1/admin/tsdb/delete_series"));
+    }
+
+    #[tokio::test]
+    async fn without_a_url_nothing_happens() {
+        let updater = TsdbUpdater::new(&config(None, TsdbUpdaterConfig::default())).unwrap();
+        let mut units = units();
+        units[0].ended_at_ts = 1;
+        let before = units.clone();
+        assert!(updater
+            .update(&window(HOUR_MS), &mut units)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(units, before);
+    }
+
+    #[test]
+    fn oauth2_fails_the_start() {
+        let mut config = config(Some("http://127.0.0.1:9"), TsdbUpdaterConfig::default());
+        config.web.client.oauth2 = Some(crate::config::OAuth2Config::default());
+        assert_eq!(
+            TsdbUpdater::new(&config).unwrap_err().to_string(),
+            "updater tsdb-0: HTTP client: oauth2 is not supported by this server"
+        );
+    }
+}
