@@ -9,6 +9,7 @@
 //!   side effects; secrets redacted in `Debug`.
 //! - [`storage`]: the only module that imports rusqlite: migrations from `sql/`, the custom
 //!   SQL functions, read-only connection pool, the queries behind every route.
+//! - [`client`]: outgoing HTTP clients (auth, headers, TLS, proxy) from a client config.
 //! - [`resource`]: resource managers, where units, users and projects come from (SLURM
 //!   through `sacct`/`sacctmgr`, a synthetic demo cluster).
 //! - [`updater`]: updaters that add metrics to fetched units (the Prometheus TSDB updater).
@@ -26,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod client;
 pub mod config;
 pub mod http;
 pub mod model;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use super::duration::format_go_duration;
+use super::duration::{format_go_duration, format_prometheus_duration};
 use super::node::{optional_field, Node};
 use super::ConfigError;
 
@@ -194,13 +194,33 @@ impl QueryTemplate {
 
     /// The query: durations as Go duration strings, `*Milli` as integer milliseconds.
     pub fn render(&self, values: &TemplateValues) -> String {
+        self.render_parts(values, None)
+    }
+
+    /// Like [`render`](Self::render), except that a `{{.Range}}` opening a subquery (directly
+    /// followed by `:`, as in `[{{.Range}}:{{.ScrapeInterval}}]`) is written as
+    /// `subquery_range` in Prometheus' notation (`59m59s999ms`: Prometheus does not read
+    /// Go's `59m59.999s`).
+    pub fn render_with_subquery_range(
+        &self,
+        values: &TemplateValues,
+        subquery_range: Duration,
+    ) -> String {
+        self.render_parts(values, Some(subquery_range))
+    }
+
+    fn render_parts(&self, values: &TemplateValues, subquery_range: Option<Duration>) -> String {
         let mut query = String::with_capacity(self.source.len() + values.uuids.len());
-        for part in &self.parts {
+        for (index, part) in self.parts.iter().enumerate() {
+            let opens_subquery = || matches!(self.parts.get(index + 1), Some(TemplatePart::Text(text)) if text.starts_with(':'));
             match part {
                 TemplatePart::Text(text) => query.push_str(text),
                 TemplatePart::Variable(variable) => query.push_str(&match variable {
                     TemplateVariable::Uuids => values.uuids.clone(),
-                    TemplateVariable::Range => format_go_duration(values.range),
+                    TemplateVariable::Range => match subquery_range {
+                        Some(range) if opens_subquery() => format_prometheus_duration(range),
+                        _ => format_go_duration(values.range),
+                    },
                     TemplateVariable::ScrapeInterval => format_go_duration(values.scrape_interval),
                     TemplateVariable::ScrapeIntervalMilli => {
                         values.scrape_interval.as_millis().to_string()
@@ -434,6 +454,22 @@ mod tests {
             "q{uuid=~\"1|2|3\"}[15m0s:15s] 15000 1.5s 1500 1m0s"
         );
         assert_eq!(template.variables().count(), 7);
+    }
+
+    #[test]
+    fn subquery_ranges_can_be_rendered_apart() {
+        let template = QueryTemplate::parse(
+            "sum_over_time(x[{{.Range}}:{{.ScrapeInterval}}]) + increase(y[{{.Range}}]) + avg_over_time(z[{{ .Range -}} :])",
+        )
+        .unwrap();
+        assert_eq!(
+            template.render_with_subquery_range(&values(), Duration::from_millis(899_999)),
+            "sum_over_time(x[14m59s999ms:15s]) + increase(y[15m0s]) + avg_over_time(z[14m59s999ms:])"
+        );
+        assert_eq!(
+            template.render(&values()),
+            "sum_over_time(x[15m0s:15s]) + increase(y[15m0s]) + avg_over_time(z[15m0s:])"
+        );
     }
 
     #[test]

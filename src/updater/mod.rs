@@ -1,1 +1,3 @@
 //! Updaters: services that add metrics (CPU/GPU usage, energy, ...) to fetched units.
+
+pub mod tsdb;
