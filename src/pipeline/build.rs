@@ -8,6 +8,7 @@ use super::{ClusterSource, Pipeline, ResourceManager, Schedule, Updater};
 use crate::config::{ClusterConfig, Config};
 use crate::resource::slurm::parse::RESOURCE_MANAGER_SLURM;
 use crate::resource::slurm::SlurmManager;
+use crate::updater::tsdb::TsdbUpdater;
 use crate::storage::Database;
 
 /// A cluster or updater of the config that cannot run.
@@ -70,12 +71,14 @@ fn build_manager(
 }
 
 fn build_updaters(config: &Config) -> Result<BTreeMap<String, Arc<dyn Updater>>, BuildError> {
-    let updaters = BTreeMap::new();
-    if let Some(updater) = config.updaters.first() {
-        return Err(BuildError::Updater {
+    let mut updaters: BTreeMap<String, Arc<dyn Updater>> = BTreeMap::new();
+    for updater in &config.updaters {
+        // The config parser admits only the kinds in UPDATER_KINDS, all of them `tsdb`.
+        let tsdb = TsdbUpdater::new(updater).map_err(|error| BuildError::Updater {
             id: updater.id.clone(),
-            message: "updaters are not wired yet".to_owned(),
-        });
+            message: error.to_string(),
+        })?;
+        updaters.insert(updater.id.clone(), Arc::new(tsdb));
     }
     Ok(updaters)
 }
