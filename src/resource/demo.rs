@@ -123,6 +123,9 @@ const USERS: [DemoUser; 9] = [
     },
 ];
 
+/// SLURM `exit:signal` codes of failed jobs.
+const FAILED_EXIT_CODES: [&str; 3] = ["1:0", "2:0", "127:0"];
+
 const JOB_NAMES: [&str; 8] = [
     "relax",
     "md_run",
@@ -260,15 +263,11 @@ impl DemoCluster {
         let submit_ms = slot * SLOT_MS + index * 15_000 + 1000 * rng.below(15) as i64;
         let queue_wait_ms = 1000 * (rng.next_unit().powi(4) * 3_600.0) as i64;
         let start_ms = submit_ms + queue_wait_ms;
-        let mut duration_seconds = log_uniform(
-            rng.next_unit(),
-            MIN_DURATION_SECONDS,
-            MAX_DURATION_SECONDS,
-        )
-        .round() as i64;
+        let mut duration_seconds =
+            log_uniform(rng.next_unit(), MIN_DURATION_SECONDS, MAX_DURATION_SECONDS).round() as i64;
         let outcome = match rng.next_unit() {
             x if x < 0.72 => Outcome::Completed,
-            x if x < 0.84 => Outcome::Failed(*rng.pick(&["1:0", "2:0", "127:0"])),
+            x if x < 0.84 => Outcome::Failed(FAILED_EXIT_CODES[rng.below(FAILED_EXIT_CODES.len())]),
             x if x < 0.93 => Outcome::Cancelled,
             _ => Outcome::Timeout,
         };
@@ -280,31 +279,31 @@ impl DemoCluster {
         }
         let end_ms = start_ms + 1000 * duration_seconds;
 
-        let (partition, nodes, cpus, mem_bytes, gpus, node_prefix, node_count, node_width) =
-            if gpu {
-                let nodes = if rng.next_unit() < 0.8 { 1 } else { 2 };
-                let gpus_per_node = *rng.pick(&[1, 2, 4]);
-                (
-                    "gpu",
-                    nodes,
-                    nodes * gpus_per_node * 8,
-                    nodes * gpus_per_node * 64 * GIB,
-                    nodes * gpus_per_node,
-                    "gpu",
-                    16,
-                    2,
-                )
-            } else {
-                let nodes = match rng.next_unit() {
-                    x if x < 0.7 => 1,
-                    x if x < 0.9 => 2,
-                    _ => 4,
-                };
-                let cpus_per_node = *rng.pick(&[1, 2, 4, 8, 16, 32, 64]);
-                let mem_per_cpu = *rng.pick(&[2, 4, 8]) * GIB;
-                let cpus = nodes * cpus_per_node;
-                ("cpu", nodes, cpus, cpus * mem_per_cpu, 0, "cpu", 128, 3)
+        let (partition, nodes, cpus, mem_bytes, gpus, node_prefix, node_count, node_width) = if gpu
+        {
+            let nodes = if rng.next_unit() < 0.8 { 1 } else { 2 };
+            let gpus_per_node = *rng.pick(&[1, 2, 4]);
+            (
+                "gpu",
+                nodes,
+                nodes * gpus_per_node * 8,
+                nodes * gpus_per_node * 64 * GIB,
+                nodes * gpus_per_node,
+                "gpu",
+                16,
+                2,
+            )
+        } else {
+            let nodes = match rng.next_unit() {
+                x if x < 0.7 => 1,
+                x if x < 0.9 => 2,
+                _ => 4,
             };
+            let cpus_per_node = *rng.pick(&[1, 2, 4, 8, 16, 32, 64]);
+            let mem_per_cpu = *rng.pick(&[2, 4, 8]) * GIB;
+            let cpus = nodes * cpus_per_node;
+            ("cpu", nodes, cpus, cpus * mem_per_cpu, 0, "cpu", 128, 3)
+        };
         let first_node = 1 + rng.below((node_count - nodes + 1) as usize) as i64;
         let node_names: Vec<String> = (first_node..first_node + nodes)
             .map(|number| format!("{node_prefix}{number:0node_width$}"))
@@ -463,10 +462,7 @@ impl DemoCluster {
                 ("alloc_cputime", job.cpus as f64 * walltime),
                 ("alloc_cpumemtime", (job.mem_bytes / MIB) as f64 * walltime),
                 ("alloc_gputime", job.gpus as f64 * walltime),
-                (
-                    "alloc_gpumemtime",
-                    if has_gpus { walltime } else { 0.0 },
-                ),
+                ("alloc_gpumemtime", if has_gpus { walltime } else { 0.0 }),
             ]),
             avg_cpu_usage: map(&[("global", average(integral.cpu_percent))]),
             avg_cpu_mem_usage: map(&[("global", average(integral.cpu_mem_percent))]),
@@ -498,10 +494,7 @@ impl DemoCluster {
     /// What the job does during one segment: its profile with a little variation, the
     /// power it draws and the grid's carbon intensity.
     fn sample(&self, job: &Job, segment: i64) -> Sample {
-        let mut rng = hash_stream(
-            self.seed,
-            &[STREAM_SEGMENT, job.id as u64, segment as u64],
-        );
+        let mut rng = hash_stream(self.seed, &[STREAM_SEGMENT, job.id as u64, segment as u64]);
         let mut jitter = |value: f64, spread: f64| {
             (value + spread * (2.0 * rng.next_unit() - 1.0)).clamp(0.5, 100.0)
         };
@@ -729,7 +722,12 @@ fn generic(map: &BTreeMap<&str, Value>) -> Generic {
 fn format_elapsed(seconds: i64) -> String {
     let seconds = seconds.max(0);
     let (days, rest) = (seconds / 86_400, seconds % 86_400);
-    let clock = format!("{:02}:{:02}:{:02}", rest / 3_600, rest % 3_600 / 60, rest % 60);
+    let clock = format!(
+        "{:02}:{:02}:{:02}",
+        rest / 3_600,
+        rest % 3_600 / 60,
+        rest % 60
+    );
     if days > 0 {
         format!("{days}-{clock}")
     } else {
@@ -989,10 +987,22 @@ mod tests {
             let usage = unit.metrics.avg_cpu_usage.get("global").unwrap();
             assert!((0.5..=100.0).contains(&usage), "{usage}");
             // Emissions are energy times an intensity within the providers' range.
-            let energy = unit.metrics.total_cpu_energy_usage_kwh.get("total").unwrap();
-            let rte = unit.metrics.total_cpu_emissions_gms.get("rte_total").unwrap();
+            let energy = unit
+                .metrics
+                .total_cpu_energy_usage_kwh
+                .get("total")
+                .unwrap();
+            let rte = unit
+                .metrics
+                .total_cpu_emissions_gms
+                .get("rte_total")
+                .unwrap();
             assert!(rte >= energy * 45.0 * 0.7 && rte <= energy * 45.0 * 1.3);
-            let owid = unit.metrics.total_cpu_emissions_gms.get("owid_total").unwrap();
+            let owid = unit
+                .metrics
+                .total_cpu_emissions_gms
+                .get("owid_total")
+                .unwrap();
             assert!((owid - energy * 56.0).abs() <= 1e-9 * owid.max(1.0));
         }
     }
@@ -1004,7 +1014,9 @@ mod tests {
         let window = window(MONDAY_MS + 250, MONDAY_MS + 2 * HOUR_MS + 125);
         let units = cluster.units(&window);
         assert!(units.iter().any(|unit| unit.ended_at_ts == 0));
-        assert!(units.iter().any(|unit| unit.started_at_ts < window.start_ms));
+        assert!(units
+            .iter()
+            .any(|unit| unit.started_at_ts < window.start_ms));
         for unit in &units {
             let from = unit.started_at_ts.max(window.start_ms);
             let to = if unit.ended_at_ts == 0 {
@@ -1080,7 +1092,10 @@ mod tests {
 
     fn assert_close(left: f64, right: f64, what: &str) {
         let tolerance = 1e-9 * left.abs().max(right.abs()).max(1.0);
-        assert!((left - right).abs() <= tolerance, "{what}: {left} != {right}");
+        assert!(
+            (left - right).abs() <= tolerance,
+            "{what}: {left} != {right}"
+        );
     }
 
     #[test]

@@ -294,10 +294,7 @@ mod tests {
             .await
             .unwrap();
 
-        let source_counts = database
-            .read(|conn| Ok(row_counts(conn)))
-            .await
-            .unwrap();
+        let source_counts = database.read(|conn| Ok(row_counts(conn))).await.unwrap();
         assert_eq!(source_counts, [500, 2, 1, 3, 1, 0]);
         let copy = open_copy(&destination);
         assert_eq!(integrity(&copy), "ok");
@@ -307,13 +304,18 @@ mod tests {
             .unwrap();
         assert_eq!(mode, "delete");
         let version: i64 = copy
-            .query_row("SELECT version FROM schema_migrations", [], |row| row.get(0))
+            .query_row("SELECT version FROM schema_migrations", [], |row| {
+                row.get(0)
+            })
             .unwrap();
         assert_eq!(version, 9);
         drop(copy);
         // Nothing but the backup is left in the directory, with the database's mode.
         assert_eq!(directory_names(&backups), ["ceems-202403041200.db"]);
-        let mode = std::fs::metadata(&destination).unwrap().permissions().mode();
+        let mode = std::fs::metadata(&destination)
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o640);
     }
 
@@ -421,7 +423,10 @@ mod tests {
                 commits_while_copying += 1;
             }
             let count = database
-                .read(|conn| Ok(conn.query_row("SELECT count(*) FROM units", [], |row| row.get::<_, i64>(0))?))
+                .read(|conn| {
+                    Ok(conn
+                        .query_row("SELECT count(*) FROM units", [], |row| row.get::<_, i64>(0))?)
+                })
                 .await
                 .unwrap();
             assert_eq!(count, id);
@@ -431,13 +436,19 @@ mod tests {
         }
         let (result, progress) = backup.await.unwrap();
         result.unwrap();
-        assert!(commits_while_copying >= 3, "{commits_while_copying} commits");
+        assert!(
+            commits_while_copying >= 3,
+            "{commits_while_copying} commits"
+        );
         assert!(reads_while_copying >= 3, "{reads_while_copying} reads");
 
         // One snapshot: the page count never changes and the copy never starts over.
         assert!(progress.len() >= 3, "{progress:?}");
         assert!(progress.iter().all(|(pages, _)| *pages == progress[0].0));
-        assert!(progress.windows(2).all(|pair| pair[1].1 < pair[0].1), "{progress:?}");
+        assert!(
+            progress.windows(2).all(|pair| pair[1].1 < pair[0].1),
+            "{progress:?}"
+        );
         assert_eq!(progress.last().unwrap().1, 0);
 
         let copy = open_copy(&destination);

@@ -615,8 +615,7 @@ mod tests {
         )
         .unwrap();
         let transaction = conn.transaction().unwrap();
-        let purged =
-            purge_expired_rows(&transaction, cutoff_ms, chrono_tz::Europe::Paris).unwrap();
+        let purged = purge_expired_rows(&transaction, cutoff_ms, chrono_tz::Europe::Paris).unwrap();
         transaction.commit().unwrap();
         assert_eq!(
             purged,
@@ -654,8 +653,7 @@ mod tests {
         assert_eq!(utc.usage, 0);
         // ...and after it in Paris (01:00 local).
         let paris =
-            purge_expired_rows(&transaction, 1_709_251_200_000, chrono_tz::Europe::Paris)
-                .unwrap();
+            purge_expired_rows(&transaction, 1_709_251_200_000, chrono_tz::Europe::Paris).unwrap();
         assert_eq!(paris.usage, 1);
     }
 }
