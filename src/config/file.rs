@@ -227,6 +227,12 @@ fn parse_data(node: &Node<'_>, options: &LoadOptions<'_>) -> Result<DataConfig, 
             .error("must be 0 or at least 1d (intervals under a day are not supported)"));
     }
 
+    let backups_to_keep = match optional_field(node, "backups_to_keep", |field| field.integer())? {
+        None => defaults.backups_to_keep,
+        Some(count) => usize::try_from(count)
+            .map_err(|_| path.key("backups_to_keep").error("must be 0 or more"))?,
+    };
+
     let update_from = string("update_from")?;
     if let Some(text) = &update_from {
         parse_update_from(text).map_err(|message| path.key("update_from").error(message))?;
@@ -245,6 +251,7 @@ fn parse_data(node: &Node<'_>, options: &LoadOptions<'_>) -> Result<DataConfig, 
         update_interval,
         max_update_interval,
         backup_interval,
+        backups_to_keep,
         update_from,
         time_zone,
     })
@@ -406,6 +413,7 @@ mod tests {
         assert_eq!(data.update_interval, Duration::from_secs(900));
         assert_eq!(data.max_update_interval, Duration::from_secs(3_600));
         assert_eq!(data.backup_interval, Duration::from_secs(86_400));
+        assert_eq!(data.backups_to_keep, 7);
         assert_eq!(data.update_from, None);
         assert_eq!(data.time_zone, crate::model::time::local_time_zone());
         assert!(config.server.admin.users.is_empty());
@@ -446,6 +454,7 @@ ceems_api_server:
     update_interval: 5m
     max_update_interval: 24h
     backup_interval: 1w
+    backups_to_keep: 30
     update_from: 2024-09-08T06:30
     time_zone: Europe/Paris
   admin:
@@ -460,6 +469,7 @@ ceems_api_server:
         assert_eq!(data.update_interval, Duration::from_secs(300));
         assert_eq!(data.max_update_interval, Duration::from_secs(86_400));
         assert_eq!(data.backup_interval, Duration::from_secs(7 * 86_400));
+        assert_eq!(data.backups_to_keep, 30);
         assert_eq!(data.update_from.as_deref(), Some("2024-09-08T06:30"));
         assert_eq!(
             data.update_from_wall_clock(),
@@ -514,6 +524,8 @@ ceems_api_server:
             data("    retention_period: 0\n").retention_period,
             Duration::ZERO
         );
+        assert_eq!(data("    backups_to_keep: 0\n").backups_to_keep, 0);
+        assert_eq!(data("    backups_to_keep: 3.0\n").backups_to_keep, 3);
     }
 
     #[test]
@@ -538,6 +550,14 @@ ceems_api_server:
         assert_eq!(
             data("retention_period: 30 days"),
             "config: ceems_api_server.data.retention_period: unknown unit \" days\" in duration \"30 days\""
+        );
+        assert_eq!(
+            data("backups_to_keep: -1"),
+            "config: ceems_api_server.data.backups_to_keep: must be 0 or more"
+        );
+        assert_eq!(
+            data("backups_to_keep: seven"),
+            "config: ceems_api_server.data.backups_to_keep: expected an integer, found a string"
         );
         assert_eq!(
             data("update_interval: ''"),

@@ -191,6 +191,9 @@ pub struct ServerConfig {
     pub web: WebClientConfig,
 }
 
+/// Default of `ceems_api_server.data.backups_to_keep`.
+pub const DEFAULT_BACKUPS_TO_KEEP: usize = 7;
+
 /// `ceems_api_server.data:`.
 #[derive(Debug, Clone)]
 pub struct DataConfig {
@@ -202,6 +205,8 @@ pub struct DataConfig {
     pub update_interval: Duration,
     pub max_update_interval: Duration,
     pub backup_interval: Duration,
+    /// How many `ceems-*.db` backups to keep in `backup_path` (the newest); 0 keeps all.
+    pub backups_to_keep: usize,
     /// As written (`YYYY-MM-DD[THH:MM[:SS]]`), `None` for today. Checked at load.
     pub update_from: Option<String>,
     /// The loader's default is the server's zone (`Local`), as the reference's; this
@@ -218,6 +223,7 @@ impl Default for DataConfig {
             update_interval: Duration::from_secs(15 * 60),
             max_update_interval: Duration::from_secs(3600),
             backup_interval: Duration::from_secs(86_400),
+            backups_to_keep: DEFAULT_BACKUPS_TO_KEEP,
             update_from: None,
             time_zone: Tz::UTC,
         }

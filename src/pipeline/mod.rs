@@ -9,6 +9,7 @@
 //! retried at the next tick, also after a restart. Shutdown interrupts a window while it
 //! is fetching (child processes are killed) but lets a started commit finish.
 
+pub mod backup;
 pub mod build;
 pub mod source;
 pub mod window;

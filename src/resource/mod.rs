@@ -1,5 +1,6 @@
 //! Resource managers: where compute units, users and projects come from.
 
+pub mod demo;
 pub mod slurm;
 
 use crate::model::{Project, Unit, User};

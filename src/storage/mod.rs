@@ -1,11 +1,12 @@
 //! Storage: the only module that imports rusqlite. Owns the SQLite file, its schema
 //! (migrations from `sql/`), the custom SQL functions, the writer and the read-only pool,
-//! the admin list, the upserts of the collect cycle and the read queries.
+//! the admin list, the upserts of the collect cycle, the read queries and online backups.
 //!
 //! Architecture invariant: nothing outside this module sees a `rusqlite` type except
 //! through the closures handed to [`Database::read`] and [`Database::write`].
 
 pub mod admin;
+pub mod backup;
 pub mod functions;
 pub mod migrations;
 pub mod pool;

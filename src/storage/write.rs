@@ -3,10 +3,12 @@
 //! caller's transaction, so a failing row can be logged and skipped by the caller while
 //! SQLite undoes only that statement.
 
+use chrono_tz::Tz;
 use rusqlite::types::ToSql;
 use rusqlite::Transaction;
 
 use super::StorageError;
+use crate::model::time::format_dt;
 use crate::model::{Metric, MetricMap, Project, Unit, User};
 
 const UPSERT_UNITS_SQL: &str = include_str!("../../sql/upsert_units.sql");
@@ -174,28 +176,42 @@ pub fn upsert_project(
 pub struct PurgedRows {
     pub units: usize,
     pub usage: usize,
+    pub daily_usage: usize,
 }
 
-/// The retention purge of every window: deletes units that ended, and usage rows last
-/// updated, on or before `retention_days` days ago (UTC date).
+/// The retention purge of every window, at `cutoff_ms` (epoch ms, "now − retention"):
+/// - units that ended at or before the cutoff (`0 < ended_at_ts <= cutoff_ms`); running
+///   units (`ended_at_ts = 0`) are never purged;
+/// - usage and daily_usage rows whose `last_updated_at` is at or before the cutoff.
 ///
-/// Kept as the reference does it: a text comparison of `ended_at` / `last_updated_at`
-/// against `YYYY-MM-DD`, so running units (`Unknown`, `N/A`) are never purged and
-/// `daily_usage` is not purged at all.
+/// `last_updated_at` is a `DT` in the configured `zone`, fixed width, so comparing it as
+/// text with the cutoff rendered as `DT` in the same zone orders it by time. Rows written
+/// by the reference server have the same format. A daily_usage row's `last_updated_at` is
+/// the start of its day bucket, so a day is purged once its start is older than the
+/// retention.
 pub fn purge_expired_rows(
     transaction: &Transaction<'_>,
-    retention_days: u64,
+    cutoff_ms: i64,
+    zone: Tz,
 ) -> Result<PurgedRows, StorageError> {
-    let modifier = format!("-{retention_days} day");
+    let cutoff_dt = format_dt(cutoff_ms.div_euclid(1000), zone);
     let units = transaction.execute(
-        "DELETE FROM units WHERE ended_at <= date('now', ?1)",
-        [&modifier],
+        "DELETE FROM units WHERE ended_at_ts > 0 AND ended_at_ts <= ?1",
+        [cutoff_ms],
     )?;
     let usage = transaction.execute(
-        "DELETE FROM usage WHERE last_updated_at <= date('now', ?1)",
-        [&modifier],
+        "DELETE FROM usage WHERE last_updated_at <= ?1",
+        [&cutoff_dt],
     )?;
-    Ok(PurgedRows { units, usage })
+    let daily_usage = transaction.execute(
+        "DELETE FROM daily_usage WHERE last_updated_at <= ?1",
+        [&cutoff_dt],
+    )?;
+    Ok(PurgedRows {
+        units,
+        usage,
+        daily_usage,
+    })
 }
 
 /// The 13 metric maps encoded as stored text, with their `:column` parameter names.
@@ -575,29 +591,69 @@ mod tests {
     }
 
     #[test]
-    fn purge_removes_old_ended_units_and_usage_but_not_running_units() {
+    fn purge_compares_numbers_and_same_zone_dts_on_both_sides_of_the_cutoff() {
         let mut conn = migrated();
+        // Cutoff 2024-03-01T00:00:00Z; in Paris (UTC+1 then) that is 2024-03-01T01:00:00.
+        let cutoff_ms = 1_709_251_200_000;
         conn.execute_batch(
-            "INSERT INTO units (uuid, ended_at) VALUES ('old', '2000-01-01T00:00:00+0000');
-             INSERT INTO units (uuid, ended_at) VALUES ('running', 'Unknown');
-             INSERT INTO units (uuid, ended_at) VALUES ('recent', strftime('%Y-%m-%dT%H:%M:%S+0000', 'now'));
-             INSERT INTO usage (username, last_updated_at) VALUES ('old', '2000-01-01T00:00:00');
-             INSERT INTO usage (username, last_updated_at) VALUES ('recent', strftime('%Y-%m-%dT%H:%M:%S', 'now'));
-             INSERT INTO daily_usage (username, last_updated_at) VALUES ('old', '2000-01-01T00:00:00');",
+            "INSERT INTO units (uuid, ended_at, ended_at_ts) VALUES
+               ('ended-long-ago', '2024-01-01T00:00:00+0100', 1704063600000),
+               ('ended-at-cutoff', '2024-03-01T01:00:00+0100', 1709251200000),
+               ('ended-1ms-after', '2024-03-01T01:00:00+0100', 1709251200001),
+               ('running', 'Unknown', 0),
+               ('running-na', 'N/A', 0),
+               ('ended-text-but-no-ts', '2000-01-01T00:00:00+0000', 0);
+             INSERT INTO usage (username, last_updated_at) VALUES
+               ('old', '2024-02-29T23:59:59'),
+               ('at-cutoff', '2024-03-01T01:00:00'),
+               ('one-second-before', '2024-03-01T00:59:59'),
+               ('after', '2024-03-01T01:00:01');
+             INSERT INTO daily_usage (username, last_updated_at) VALUES
+               ('old-day', '2024-02-29T01:00:00'),
+               ('cutoff-day', '2024-03-01T01:00:00'),
+               ('next-day', '2024-03-02T01:00:00');",
         )
         .unwrap();
         let transaction = conn.transaction().unwrap();
-        let purged = purge_expired_rows(&transaction, 30).unwrap();
+        let purged = purge_expired_rows(&transaction, cutoff_ms, chrono_tz::Europe::Paris).unwrap();
         transaction.commit().unwrap();
-        assert_eq!(purged, PurgedRows { units: 1, usage: 1 });
         assert_eq!(
-            text(
-                &conn,
-                "SELECT group_concat(uuid, ',') FROM (SELECT uuid FROM units ORDER BY uuid)"
-            ),
-            "recent,running"
+            purged,
+            PurgedRows {
+                units: 2,
+                usage: 3,
+                daily_usage: 2
+            }
         );
-        assert_eq!(text(&conn, "SELECT username FROM usage"), "recent");
-        assert_eq!(integer(&conn, "SELECT count(*) FROM daily_usage"), 1);
+        let names = |sql: &str| text(&conn, sql);
+        assert_eq!(
+            names("SELECT group_concat(uuid, ',') FROM (SELECT uuid FROM units ORDER BY uuid)"),
+            "ended-1ms-after,ended-text-but-no-ts,running,running-na"
+        );
+        assert_eq!(
+            names("SELECT group_concat(username, ',') FROM usage"),
+            "after"
+        );
+        assert_eq!(
+            names("SELECT group_concat(username, ',') FROM daily_usage"),
+            "next-day"
+        );
+    }
+
+    #[test]
+    fn purge_renders_the_cutoff_in_the_given_zone() {
+        let mut conn = migrated();
+        conn.execute_batch(
+            "INSERT INTO usage (username, last_updated_at) VALUES ('row', '2024-03-01T00:30:00');",
+        )
+        .unwrap();
+        let transaction = conn.transaction().unwrap();
+        // 2024-03-01T00:00:00Z is before the row's wall clock in UTC...
+        let utc = purge_expired_rows(&transaction, 1_709_251_200_000, Tz::UTC).unwrap();
+        assert_eq!(utc.usage, 0);
+        // ...and after it in Paris (01:00 local).
+        let paris =
+            purge_expired_rows(&transaction, 1_709_251_200_000, chrono_tz::Europe::Paris).unwrap();
+        assert_eq!(paris.usage, 1);
     }
 }
