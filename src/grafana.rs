@@ -241,7 +241,12 @@ pub async fn run_admin_sync(
     zone: Tz,
     shutdown: CancellationToken,
 ) {
-    let mut ticker = tokio::time::interval(interval.max(Duration::from_secs(1)));
+    let interval = if interval.is_zero() {
+        Duration::from_secs(1)
+    } else {
+        interval
+    };
+    let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
