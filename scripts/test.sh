@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: unit tests, property tests and the integration tests (the real
-# server and binary on loopback ports over real SQLite files and real HTTP), then prints one
-# summary line.
+# server and binary on loopback ports over real SQLite files and real HTTP, a real Prometheus
+# with backfilled series, a real single-node SLURM with accounting), then prints one summary
+# line. Installs the Debian packages of those components first when they are missing (needs
+# root or sudo); the tests start and stop the components themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+bash scripts/install-test-deps.sh
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

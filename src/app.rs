@@ -6,11 +6,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::http::{self, listener, web_config::WebConfigHandle};
 use crate::model::time::format_dt;
+use crate::pipeline::{self, build_pipeline};
 use crate::storage::{admin, Database};
 
 /// A running server.
@@ -19,6 +21,9 @@ pub struct App {
     database: Database,
     server: JoinHandle<std::io::Result<()>>,
     stop: oneshot::Sender<()>,
+    /// The update loop's tasks and their stop signal.
+    background: JoinSet<()>,
+    shutdown: CancellationToken,
 }
 
 impl App {
@@ -46,6 +51,8 @@ impl App {
             .await
             .context("recording the config's admin users")?;
 
+        let pipeline = build_pipeline(&settings.config, database.clone(), pipeline::now_ms())?;
+
         let api = http::build_api(&settings, database.clone())?;
         let listeners = listener::bind(&flags.listen_addresses)
             .await
@@ -59,11 +66,16 @@ impl App {
         let server = tokio::spawn(listener::serve(listeners, web, service, async move {
             let _ = stopped.await;
         }));
+        let shutdown = CancellationToken::new();
+        let mut background = JoinSet::new();
+        pipeline.spawn(&shutdown, &mut background);
         Ok(App {
             addresses,
             database,
             server,
             stop,
+            background,
+            shutdown,
         })
     }
 
@@ -83,7 +95,13 @@ impl App {
 
     /// Serves until `signal` resolves (or the server fails), then shuts down gracefully.
     pub async fn run_until_stopped(self, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let App { server, stop, .. } = self;
+        let App {
+            server,
+            stop,
+            mut background,
+            shutdown,
+            ..
+        } = self;
         tokio::pin!(server);
         tokio::select! {
             result = &mut server => {
@@ -91,6 +109,14 @@ impl App {
             }
             () = signal => {
                 tracing::info!("shutting down");
+            }
+        }
+        // The update loop first: a fetch is abandoned (its child processes killed), a
+        // commit in progress finishes, so the next start resumes from a whole window.
+        shutdown.cancel();
+        while let Some(result) = background.join_next().await {
+            if let Err(error) = result {
+                tracing::error!(%error, "a background task failed");
             }
         }
         let _ = stop.send(());

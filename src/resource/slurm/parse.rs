@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::model::json::to_go_json;
 use crate::model::time::{format_dtz, parse_dt, parse_dtz};
 use crate::model::{Generic, List, MetricMap, Metrics, Project, Unit, User};
+use crate::pipeline::Window;
 
 /// The `resource_manager` of every SLURM record.
 pub const RESOURCE_MANAGER_SLURM: &str = "slurm";
@@ -129,13 +130,6 @@ pub fn sacctmgr_arguments() -> Vec<String> {
     .collect()
 }
 
-/// The collect window, in epoch milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SlurmWindow {
-    pub start_ms: i64,
-    pub end_ms: i64,
-}
-
 /// Why a sacct line gave no unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SkipReason {
@@ -143,6 +137,8 @@ pub enum SkipReason {
     TooFewFields { found: usize },
     /// A job step (`123.batch`, `123.0`): its job is the unit.
     JobStep,
+    /// The job id is not a number: not a sacct job line (a header, a message, garbage).
+    InvalidJobId,
     /// Nodelist `None assigned`: the job never ran.
     NeverRan,
 }
@@ -156,6 +152,7 @@ impl fmt::Display for SkipReason {
                 SACCT_FIELDS.len()
             ),
             SkipReason::JobStep => f.write_str("job step"),
+            SkipReason::InvalidJobId => f.write_str("job id is not a number"),
             SkipReason::NeverRan => f.write_str("job never ran (no nodes assigned)"),
         }
     }
@@ -176,19 +173,23 @@ pub struct ParsedUnits {
     pub skipped: Vec<SkippedLine>,
 }
 
+impl SkipReason {
+    /// Whether the line is a well-formed sacct line that simply is no unit (a step, a job
+    /// that never ran), as opposed to text that is no sacct line at all.
+    pub fn is_known_skip(&self) -> bool {
+        matches!(self, SkipReason::JobStep | SkipReason::NeverRan)
+    }
+}
+
 /// Parses `sacct --parsable2` output into units, with `total_time_seconds` counted over
 /// `window`.
 ///
 /// Times with an offset (DTZ) are read as such; times without one (SLURM 22.05 cuts the
 /// offset off) are wall clock in `sacct_zone`, the zone sacct runs in. Both are stored as
-/// DTZ in `zone` with `*_ts` in epoch ms; other text (`Unknown`) is kept with ts 0.
-/// `cluster_id` is left empty for the caller.
-pub fn parse_sacct_output(
-    output: &str,
-    window: SlurmWindow,
-    zone: Tz,
-    sacct_zone: Tz,
-) -> ParsedUnits {
+/// DTZ in the window's zone with `*_ts` in epoch ms; other text (`Unknown`) is kept with
+/// ts 0. `cluster_id` is left empty for the caller.
+pub fn parse_sacct_output(output: &str, window: &Window, sacct_zone: Tz) -> ParsedUnits {
+    let zone = window.zone;
     let mut parsed = ParsedUnits::default();
     for (index, line) in output.split('\n').enumerate() {
         if line.trim().is_empty() {
@@ -207,7 +208,7 @@ pub fn parse_sacct_output(
 
 fn parse_sacct_line(
     line: &str,
-    window: SlurmWindow,
+    window: &Window,
     zone: Tz,
     sacct_zone: Tz,
 ) -> Result<Unit, SkipReason> {
@@ -220,6 +221,9 @@ fn parse_sacct_line(
     let jobid = fields[FIELD_JOBIDRAW];
     if jobid.contains('.') {
         return Err(SkipReason::JobStep);
+    }
+    if jobid.is_empty() || !jobid.bytes().all(|byte| byte.is_ascii_digit()) {
+        return Err(SkipReason::InvalidJobId);
     }
     let nodelist = fields[FIELD_NODELIST];
     if nodelist == NODELIST_NONE_ASSIGNED {
@@ -304,7 +308,7 @@ fn parse_sacct_time(text: &str, zone: Tz, sacct_zone: Tz) -> (String, i64) {
 /// A job that has not started counts 0. A job that finished before the window counts its
 /// whole run (the reference does so; sacct does not return such jobs in practice). A job
 /// starting after the window end counts negative, as the reference does.
-fn walltime_in_window(started_at_ts: i64, ended_at_ts: i64, window: SlurmWindow) -> i64 {
+fn walltime_in_window(started_at_ts: i64, ended_at_ts: i64, window: &Window) -> i64 {
     let (start_mark, end_mark) = if started_at_ts == 0 {
         (window.start_ms, window.start_ms)
     } else if ended_at_ts > 0 && ended_at_ts < window.start_ms {
@@ -432,9 +436,11 @@ pub fn parse_memory_bytes(text: &str) -> i64 {
 /// order, as the `nodelistexp` tag joins them with `|`.
 ///
 /// Bracket groups are kept whole when splitting on `,`; each group item `x` or `x-y` is
-/// iterated and zero-padded to the width of `x`'s text; several groups in one name expand
-/// one after another. A part with an unclosed `[` or an unreadable range item gives no
-/// names, as in the reference. The output is cut at [`MAX_EXPANDED_NODES`] names.
+/// iterated and zero-padded to the width of `x`'s text. Several groups in one name give
+/// their product, as SLURM means it (`r[1-2]c[1-2]` is four nodes; the reference replaced
+/// every copy of the first group's text at once and got two). A part with an unclosed `[`
+/// or an unreadable range item gives no names, as in the reference. The output is cut at
+/// [`MAX_EXPANDED_NODES`] names.
 pub fn expand_nodelist(nodelist: &str) -> Vec<String> {
     let mut names = Vec::new();
     let mut steps_left = MAX_EXPANSION_STEPS;
@@ -501,7 +507,9 @@ fn expand_nodelist_part(part: &str, names: &mut Vec<String>, steps_left: &mut us
             if names.len() >= MAX_EXPANDED_NODES || *steps_left == 0 {
                 return;
             }
-            let name = part.replace(group, &format!("{number:0width$}"));
+            // Only this group (the first), so that an identical later group is expanded
+            // on its own in the recursion.
+            let name = part.replacen(group, &format!("{number:0width$}"), 1);
             expand_nodelist_part(&name, names, steps_left);
             let Some(next) = number.checked_add(1) else {
                 break;
@@ -524,6 +532,23 @@ fn quote_meta(text: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// The 1-based numbers of the non-blank lines of sacctmgr output that are no association
+/// line at all (no `|`), and the count of non-blank lines.
+pub fn unreadable_sacctmgr_lines(output: &str) -> (Vec<usize>, usize) {
+    let mut unreadable = Vec::new();
+    let mut non_blank = 0;
+    for (index, line) in output.split('\n').enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        non_blank += 1;
+        if !line.contains('|') {
+            unreadable.push(index + 1);
+        }
+    }
+    (unreadable, non_blank)
 }
 
 /// Parses `sacctmgr --parsable2 list associations format=Account,User` output.
@@ -579,14 +604,16 @@ mod tests {
     const SACCT_OFFSETS: &str = include_str!("../../../tests/fixtures/sacct/sacct-offsets.txt");
     const SACCTMGR: &str = include_str!("../../../tests/fixtures/sacct/sacctmgr-associations.txt");
 
-    /// 2026-11-22T10:00:00+0100 to 10:15:00+0100.
-    const WINDOW: SlurmWindow = SlurmWindow {
-        start_ms: 1_795_338_000_000,
-        end_ms: 1_795_338_900_000,
-    };
+    const WINDOW_START_MS: i64 = 1_795_338_000_000;
+    const WINDOW_END_MS: i64 = 1_795_338_900_000;
 
     fn paris() -> Tz {
         "Europe/Paris".parse().expect("known zone")
+    }
+
+    /// 2026-11-22T10:00:00+0100 to 10:15:00+0100, rendered in Paris.
+    fn window() -> Window {
+        Window::new(WINDOW_START_MS, WINDOW_END_MS, paris())
     }
 
     fn times(unit: &Unit) -> String {
@@ -626,7 +653,7 @@ mod tests {
 
     #[test]
     fn sacct_22_05_output_without_offsets_gives_every_field() {
-        let parsed = parse_sacct_output(SACCT_22_05, WINDOW, paris(), Tz::UTC);
+        let parsed = parse_sacct_output(SACCT_22_05, &window(), Tz::UTC);
         let uuids: Vec<&str> = parsed.units.iter().map(|unit| unit.uuid.as_str()).collect();
         assert_eq!(
             uuids,
@@ -794,12 +821,9 @@ mod tests {
     #[test]
     fn sacct_output_with_offsets_is_read_in_its_own_offset_and_truncated() {
         // Half a second into the hour, so the clipped walltime has to truncate.
-        let window = SlurmWindow {
-            start_ms: WINDOW.start_ms + 500,
-            end_ms: WINDOW.end_ms,
-        };
+        let window = Window::new(WINDOW_START_MS + 500, WINDOW_END_MS, paris());
         let new_york: Tz = "America/New_York".parse().expect("known zone");
-        let parsed = parse_sacct_output(SACCT_OFFSETS, window, paris(), new_york);
+        let parsed = parse_sacct_output(SACCT_OFFSETS, &window, new_york);
         let uuids: Vec<&str> = parsed.units.iter().map(|unit| unit.uuid.as_str()).collect();
         assert_eq!(uuids, ["5001", "5002", "5003"]);
         assert_eq!(
@@ -862,7 +886,7 @@ mod tests {
                     2026-11-22T10:01:00+0100|2026-11-22T10:09:17+0100|00:08:17|497|0:0|\
                     COMPLETED|billing=160,cpu=16,gres/gpu=0,mem=320.5G,node=2|compute-[0-2]|\
                     test_script2|/home/usr2";
-        let parsed = parse_sacct_output(line, WINDOW, paris(), Tz::UTC);
+        let parsed = parse_sacct_output(line, &window(), Tz::UTC);
         assert!(parsed.skipped.is_empty());
         let job = unit(&parsed, "1481508");
         assert_eq!(
@@ -894,10 +918,7 @@ mod tests {
 
     #[test]
     fn walltime_follows_the_reference_marks() {
-        let window = SlurmWindow {
-            start_ms: 10_000,
-            end_ms: 20_000,
-        };
+        let window = &Window::new(10_000, 20_000, Tz::UTC);
         assert_eq!(walltime_in_window(0, 15_000, window), 0);
         assert_eq!(walltime_in_window(1_000, 5_500, window), 4);
         assert_eq!(walltime_in_window(5_000, 0, window), 10);
@@ -951,8 +972,21 @@ mod tests {
             expand_nodelist("a[8-10]x[1-2]"),
             ["a8x1", "a8x2", "a9x1", "a9x2", "a10x1", "a10x2"]
         );
-        // The same group text twice is replaced in both places, as in the reference.
-        assert_eq!(expand_nodelist("r[1-2]c[1-2]"), ["r1c1", "r2c2"]);
+        // Two groups give their product, even with the same text (the reference got
+        // r1c1|r2c2).
+        assert_eq!(
+            expand_nodelist("r[1-2]c[1-2]"),
+            ["r1c1", "r1c2", "r2c1", "r2c2"]
+        );
+        assert_eq!(
+            expand_nodelist("r[1-2]c[1-2],x[1-2]y[3]"),
+            ["r1c1", "r1c2", "r2c1", "r2c2", "x1y3", "x2y3"]
+        );
+        // The product is bounded too.
+        assert_eq!(
+            expand_nodelist("r[0-99999]c[0-99999]").len(),
+            MAX_EXPANDED_NODES
+        );
         assert_eq!(
             expand_nodelist("gpu.node+1,a(b)"),
             [r"gpu\.node\+1", r"a\(b\)"]
@@ -1012,5 +1046,92 @@ mod tests {
             ]
         );
         assert!(parse_sacctmgr_output("").0.is_empty());
+        // Only `garbage` (line 11) has no `|`; the blank last line is not counted.
+        assert_eq!(unreadable_sacctmgr_lines(SACCTMGR), (vec![11], 13));
+    }
+
+    #[test]
+    fn a_line_whose_job_id_is_no_number_is_no_sacct_line() {
+        let header = SACCT_FIELDS.join("|");
+        let parsed = parse_sacct_output(&header, &window(), Tz::UTC);
+        assert!(parsed.units.is_empty());
+        assert_eq!(
+            parsed.skipped,
+            vec![SkippedLine {
+                line_number: 1,
+                reason: SkipReason::InvalidJobId
+            }]
+        );
+        let empty_id = format!("{}|", "|".repeat(SACCT_FIELDS.len() - 1));
+        let parsed = parse_sacct_output(&empty_id, &window(), Tz::UTC);
+        assert_eq!(parsed.skipped[0].reason, SkipReason::InvalidJobId);
+        assert!(!SkipReason::InvalidJobId.is_known_skip());
+        assert!(!SkipReason::TooFewFields { found: 3 }.is_known_skip());
+        assert!(SkipReason::JobStep.is_known_skip());
+        assert!(SkipReason::NeverRan.is_known_skip());
+    }
+
+    mod arbitrary_input {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Lines made of sacct-like pieces, so that many reach the field parsers.
+        fn sacct_like_line() -> impl Strategy<Value = String> {
+            let field = prop_oneof![
+                Just(String::new()),
+                "[0-9]{1,25}",
+                "[0-9]{1,6}\\.[a-z0-9]{1,5}",
+                "20[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}([+-][0-9]{4})?",
+                "(billing|cpu|node|mem|gres/gpu(:[a-z0-9]{1,4})?|gres/gpumem)(=[0-9.]{0,25}[KMGTP]?)?(,(cpu|mem)=[0-9.]{0,8}[KMGTPx]?){0,3}",
+                // Short numbers: the size bound has its own test, big ranges only slow
+                // this one down.
+                "[a-z]{0,3}(\\[([0-9]{1,2}|[,\\-\\[\\]]){0,6}\\]?)?[a-z0-9]{0,3}(,[a-z]{0,2}\\[[0-9]{1,2}(-[0-9]{1,2})?\\]){0,2}",
+                "None assigned",
+                "\\PC{0,12}",
+            ];
+            proptest::collection::vec(field, 0..24).prop_map(|fields| fields.join("|"))
+        }
+
+        proptest! {
+            // Each case builds whole units (JSON maps, nodelists): fewer cases keep it quick.
+            #![proptest_config(ProptestConfig::with_cases(96))]
+
+            #[test]
+            fn sacct_parser_never_panics_on_any_text(text in "\\PC{0,400}") {
+                let parsed = parse_sacct_output(&text, &window(), paris());
+                let non_blank = text.split('\n').filter(|line| !line.trim().is_empty()).count();
+                prop_assert_eq!(parsed.units.len() + parsed.skipped.len(), non_blank);
+            }
+
+            #[test]
+            fn sacct_parser_never_panics_on_sacct_like_lines(
+                lines in proptest::collection::vec(sacct_like_line(), 0..6)
+            ) {
+                let output = lines.join("\n");
+                let parsed = parse_sacct_output(&output, &window(), Tz::UTC);
+                for unit in &parsed.units {
+                    prop_assert!(unit.uuid.bytes().all(|byte| byte.is_ascii_digit()));
+                    prop_assert!(!unit.uuid.is_empty());
+                }
+            }
+
+            #[test]
+            fn nodelist_expansion_is_bounded(nodelist in "[a-z0-9,\\[\\]\\-]{0,40}") {
+                prop_assert!(expand_nodelist(&nodelist).len() <= MAX_EXPANDED_NODES);
+            }
+
+            #[test]
+            fn sacctmgr_parser_never_panics(text in "\\PC{0,300}") {
+                let (users, projects) = parse_sacctmgr_output(&text);
+                let (unreadable, non_blank) = unreadable_sacctmgr_lines(&text);
+                prop_assert!(unreadable.len() <= non_blank);
+                for user in &users {
+                    prop_assert!(!user.name.is_empty() && user.name != "root");
+                }
+                for project in &projects {
+                    prop_assert!(!project.name.is_empty() && project.name != "root");
+                }
+            }
+        }
     }
 }
