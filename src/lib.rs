@@ -13,6 +13,8 @@
 //! - [`resource`]: resource managers, where units, users and projects come from (SLURM
 //!   through `sacct`/`sacctmgr`, a synthetic demo cluster).
 //! - [`updater`]: updaters that add metrics to fetched units (the Prometheus TSDB updater).
+//! - [`grafana`]: the Grafana admin teams: their members become admins (a periodic
+//!   all-or-nothing sync into `admin_users`) and the start-up reachability check.
 //! - [`pipeline`]: the update loop: windows, their persisted resume points, the one
 //!   transaction per window, retention and backups.
 //! - [`http`]: the only module that imports warp and hyper: listener (TLS, basic auth), the
@@ -29,6 +31,7 @@
 pub mod app;
 pub mod client;
 pub mod config;
+pub mod grafana;
 pub mod http;
 pub mod model;
 pub mod pipeline;
