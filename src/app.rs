@@ -9,10 +9,12 @@ use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use crate::client::build_http_client;
 use crate::config::Settings;
+use crate::grafana::{self, GrafanaTeams};
 use crate::http::{self, listener, web_config::WebConfigHandle};
 use crate::model::time::format_dt;
-use crate::pipeline::{self, build_pipeline};
+use crate::pipeline::{self, backup, build_pipeline, retention};
 use crate::storage::{admin, Database};
 
 /// A running server.
@@ -52,6 +54,7 @@ impl App {
             .context("recording the config's admin users")?;
 
         let pipeline = build_pipeline(&settings.config, database.clone(), pipeline::now_ms())?;
+        let grafana = grafana_admin_sync(&settings).await?;
 
         let api = http::build_api(&settings, database.clone())?;
         let listeners = listener::bind(&flags.listen_addresses)
@@ -69,6 +72,31 @@ impl App {
         let shutdown = CancellationToken::new();
         let mut background = JoinSet::new();
         pipeline.spawn(&shutdown, &mut background);
+        if !flags.skip_delete_old_units {
+            background.spawn(retention::run_retention(
+                database.clone(),
+                data.retention_period,
+                data.time_zone,
+                data.update_interval,
+                shutdown.clone(),
+            ));
+        }
+        let backup_shutdown = shutdown.clone();
+        background.spawn(backup::run_backups(
+            database.clone(),
+            data.clone(),
+            async move { backup_shutdown.cancelled().await },
+        ));
+        if let Some(teams) = grafana {
+            background.spawn(grafana::run_admin_sync(
+                teams,
+                database.clone(),
+                settings.config.server.admin.ceems_admin_users(),
+                data.update_interval,
+                data.time_zone,
+                shutdown.clone(),
+            ));
+        }
         Ok(App {
             addresses,
             database,
@@ -130,3 +158,24 @@ impl App {
         self.run_until_stopped(std::future::ready(())).await
     }
 }
+
+/// The Grafana team sync of the config, if any: the server must reach Grafana at start
+/// (as the reference requires); the sync itself runs only when `teams_ids` is set.
+async fn grafana_admin_sync(settings: &Settings) -> anyhow::Result<Option<GrafanaTeams>> {
+    let grafana = &settings.config.server.admin.grafana;
+    let Some(url) = &grafana.url else {
+        return Ok(None);
+    };
+    grafana::check_reachable(url)
+        .await
+        .context("ceems_api_server.admin.grafana.url")?;
+    let Some(team_ids) = &grafana.teams_ids else {
+        return Ok(None);
+    };
+    let client = build_http_client(&grafana.client, GRAFANA_USER_AGENT)
+        .context("ceems_api_server.admin.grafana")?;
+    Ok(Some(GrafanaTeams::new(client, url, team_ids.clone())))
+}
+
+/// The User-Agent of the Grafana team requests.
+const GRAFANA_USER_AGENT: &str = concat!("ceems_api_server/", env!("CARGO_PKG_VERSION"));

@@ -6,10 +6,14 @@ use std::sync::Arc;
 
 use super::{ClusterSource, Pipeline, ResourceManager, Schedule, Updater};
 use crate::config::{ClusterConfig, Config};
+use crate::resource::demo::DemoCluster;
 use crate::resource::slurm::parse::RESOURCE_MANAGER_SLURM;
 use crate::resource::slurm::SlurmManager;
-use crate::updater::tsdb::TsdbUpdater;
+
+/// The `manager` of the synthetic demo cluster.
+const RESOURCE_MANAGER_DEMO: &str = "demo";
 use crate::storage::Database;
+use crate::updater::tsdb::TsdbUpdater;
 
 /// A cluster or updater of the config that cannot run.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +67,7 @@ fn build_manager(
             Ok(manager) => Ok(Arc::new(manager)),
             Err(error) => Err(failed(&error)),
         },
+        RESOURCE_MANAGER_DEMO => Ok(Arc::new(DemoCluster::new(cluster, zone))),
         _ => Err(BuildError::UnsupportedManager {
             id: cluster.id.clone(),
             manager: cluster.manager.clone(),

@@ -11,6 +11,7 @@
 
 pub mod backup;
 pub mod build;
+pub mod retention;
 pub mod source;
 pub mod window;
 
@@ -24,7 +25,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use build::{build_pipeline, BuildError};
-pub use source::{BoxFuture, ResourceManager, SourceError, Updater};
+pub use source::{BoxFuture, ResourceManager, SourceError, Updater, UsersProjects};
 pub use window::Window;
 
 use crate::config::DataConfig;

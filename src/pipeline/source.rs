@@ -12,6 +12,9 @@ use crate::model::{Project, Unit, User};
 /// Any error of a source, with its message as the log shows it.
 pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A cluster's users and projects.
+pub type UsersProjects = (Vec<User>, Vec<Project>);
+
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -27,7 +30,7 @@ pub trait ResourceManager: Send + Sync {
     fn fetch_users_projects<'a>(
         &'a self,
         window: &'a Window,
-    ) -> BoxFuture<'a, Result<(Vec<User>, Vec<Project>), SourceError>>;
+    ) -> BoxFuture<'a, Result<UsersProjects, SourceError>>;
 }
 
 /// Adds metrics to the units of a window.
