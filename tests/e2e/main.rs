@@ -204,7 +204,7 @@ fn expected_walltime(stream: &Stream) -> i64 {
 
 #[test]
 fn a_sigkill_in_the_middle_of_a_window_is_replayed_to_a_clean_runs_counts() {
-    let stream = Stream::new(12_000);
+    let stream = Stream::new(2_400);
     let clean_dir = tempfile::tempdir().unwrap();
     let clean = Server::start(clean_dir.path(), &stream, &[]);
     wait_caught_up(clean_dir.path(), &clean, stream.now);
