@@ -94,10 +94,13 @@ impl Schedule {
         }
     }
 
-    /// The windows that bring a cluster from `last_ms` to `now_ms`: steps of at most
-    /// `max_update_interval`, the last one ending at `now_ms`. Empty when `now_ms` is
-    /// not after `last_ms`.
+    /// The windows that bring a cluster from `last_ms` to `now_ms` (cut to a whole
+    /// second): steps of at most `max_update_interval`, the last one ending at `now_ms`.
+    /// Empty when `now_ms` is not after `last_ms`.
     pub fn windows(&self, last_ms: i64, now_ms: i64) -> Vec<Window> {
+        // Windows end on whole seconds: the TSDB's ranges are whole seconds, and a
+        // fraction would leave a sliver of time between two windows that no query covers.
+        let now_ms = now_ms - now_ms.rem_euclid(1000);
         let step = i64::try_from(self.max_update_interval.as_millis())
             .unwrap_or(i64::MAX)
             .max(1);
