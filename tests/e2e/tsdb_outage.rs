@@ -115,11 +115,11 @@ fn prometheus_stopped_while_catching_up_loses_no_energy_and_counts_nothing_twice
     let mut tsdb = Prometheus::start_with(&series(&jobs), PrometheusOptions::default());
 
     let dir = tempfile::tempdir().unwrap();
-    // Each window waits 1.5 s in sacct, before the updater runs: time enough to stop
+    // Each window waits 1 s in sacct, before the updater runs: time enough to stop
     // Prometheus between the first window and the second one's queries.
     let env = [
         ("FAKE_SACCT_ALIGN", STEP.to_string()),
-        ("FAKE_SACCT_SLEEP", "1.5".to_owned()),
+        ("FAKE_SACCT_SLEEP", "1".to_owned()),
     ];
     let server = Server::start_with_tsdb(dir.path(), &stream, &env, Some(&tsdb.url()));
     server.wait_for_log("window applied", 1, Duration::from_secs(60));
