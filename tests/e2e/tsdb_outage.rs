@@ -167,8 +167,7 @@ fn check_database(dir: &Path, stream: &Stream, jobs: &[Job]) {
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(units.len(), jobs.len());
-    for (job, (uuid, user, project, started, ended, energy, cpu_usage)) in jobs.iter().zip(&units)
-    {
+    for (job, (uuid, user, project, started, ended, energy, cpu_usage)) in jobs.iter().zip(&units) {
         assert_eq!(
             (uuid, user, project, *started, *ended),
             (
