@@ -141,6 +141,16 @@ fn prometheus_stopped_while_catching_up_loses_no_energy_and_counts_nothing_twice
     check_database(dir.path(), &stream, &jobs);
 }
 
+/// A row of `units` as the check reads it.
+struct StoredUnit {
+    /// uuid, username, project.
+    identity: (String, String, String),
+    /// `started_at_ts`, `ended_at_ts`.
+    times_ms: (i64, i64),
+    energy_kwh: Option<f64>,
+    cpu_usage: Option<f64>,
+}
+
 fn check_database(dir: &Path, stream: &Stream, jobs: &[Job]) {
     let conn = open(dir);
     let mut statement = conn
@@ -151,37 +161,36 @@ fn check_database(dir: &Path, stream: &Stream, jobs: &[Job]) {
              FROM units ORDER BY uuid",
         )
         .unwrap();
-    let units: Vec<(String, String, String, i64, i64, Option<f64>, Option<f64>)> = statement
+    let units: Vec<StoredUnit> = statement
         .query_map([], |row| {
-            Ok((
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-                row.get(5)?,
-                row.get(6)?,
-            ))
+            Ok(StoredUnit {
+                identity: (row.get(0)?, row.get(1)?, row.get(2)?),
+                times_ms: (row.get(3)?, row.get(4)?),
+                energy_kwh: row.get(5)?,
+                cpu_usage: row.get(6)?,
+            })
         })
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(units.len(), jobs.len());
-    for (job, (uuid, user, project, started, ended, energy, cpu_usage)) in jobs.iter().zip(&units) {
+    for (job, unit) in jobs.iter().zip(&units) {
+        let uuid = &unit.identity.0;
         assert_eq!(
-            (uuid, user, project, *started, *ended),
+            (&unit.identity, unit.times_ms),
             (
-                &job.uuid,
-                &job.user,
-                &job.project,
-                job.start * 1000,
-                job.end * 1000
+                &(job.uuid.clone(), job.user.clone(), job.project.clone()),
+                (job.start * 1000, job.end * 1000)
             )
         );
-        let energy = energy.unwrap_or_else(|| panic!("unit {uuid} has no energy"));
+        let energy = unit
+            .energy_kwh
+            .unwrap_or_else(|| panic!("unit {uuid} has no energy"));
         assert!(energy > 0.0, "unit {uuid} has zero energy");
         assert_close(energy, job.energy_kwh(), &format!("energy of {uuid}"));
-        let cpu_usage = cpu_usage.unwrap_or_else(|| panic!("unit {uuid} has no CPU usage"));
+        let cpu_usage = unit
+            .cpu_usage
+            .unwrap_or_else(|| panic!("unit {uuid} has no CPU usage"));
         assert_close(cpu_usage, job.cpu_usage, &format!("CPU usage of {uuid}"));
     }
 
