@@ -2,6 +2,8 @@
 //! stream of jobs (`tests/fixtures/bulk-slurm`): a SIGKILL in the middle of a window, and a
 //! `sacct` that fails or prints garbage, lose nothing and count nothing twice.
 
+mod tsdb_outage;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -47,6 +49,17 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, stream: &Stream, extra_env: &[(&str, String)]) -> Server {
+        Server::start_with_tsdb(dir, stream, extra_env, None)
+    }
+
+    /// Like [`start`](Self::start); with `tsdb_url`, the cluster also runs a `tsdb` updater
+    /// (`tsdb-0`, the built-in queries) against that Prometheus.
+    fn start_with_tsdb(
+        dir: &Path,
+        stream: &Stream,
+        extra_env: &[(&str, String)],
+        tsdb_url: Option<&str>,
+    ) -> Server {
         let config = dir.join("config.yml");
         let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bulk-slurm");
         let mut environment = format!(
@@ -56,13 +69,19 @@ impl Server {
         for (name, value) in extra_env {
             environment.push_str(&format!("        {name}: \"{value}\"\n"));
         }
+        let updaters = match tsdb_url {
+            Some(url) => format!(
+                "    updaters: [tsdb-0]\nupdaters:\n  - id: tsdb-0\n    updater: tsdb\n    web:\n      url: {url}\n"
+            ),
+            None => String::new(),
+        };
         let update_from = chrono::DateTime::from_timestamp(stream.epoch, 0)
             .unwrap()
             .format("%Y-%m-%dT%H:%M:%S");
         std::fs::write(
             &config,
             format!(
-                "ceems_api_server:\n  data:\n    path: {data}\n    update_from: {update_from}\n    time_zone: UTC\n    update_interval: 1s\n    max_update_interval: 1h\n  admin:\n    users: [admin]\nclusters:\n  - id: bulk\n    manager: slurm\n    cli:\n      path: {fixtures}\n      environment_variables:\n{environment}",
+                "ceems_api_server:\n  data:\n    path: {data}\n    update_from: {update_from}\n    time_zone: UTC\n    update_interval: 1s\n    max_update_interval: 1h\n  admin:\n    users: [admin]\nclusters:\n  - id: bulk\n    manager: slurm\n    cli:\n      path: {fixtures}\n      environment_variables:\n{environment}{updaters}",
                 data = dir.join("data").display(),
                 fixtures = fixtures.display(),
             ),
