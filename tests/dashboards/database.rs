@@ -1,9 +1,11 @@
 //! Where the dashboards' data comes from: two demo clusters run through the server's real
-//! update loop for the last two to three days, and the identities and time range the
-//! dashboards are looked at with, chosen from what the loop wrote.
+//! update loop over the last 26 hours, and the identities and time range the
+//! dashboards are looked at with, chosen from what the loop wrote. The database is filled
+//! once per test binary; each test server gets its own copy.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use ceems_api_server::config::{ClusterConfig, Config};
@@ -12,6 +14,7 @@ use ceems_api_server::resource::demo::DemoCluster;
 use ceems_api_server::storage::Database;
 use chrono::{TimeZone, Utc};
 use chrono_tz::Tz;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// The demo clusters: the id and the `extra_config` of each (two seeds, so that the two
@@ -24,7 +27,17 @@ const ZONE: Tz = chrono_tz::Europe::Paris;
 /// How far back the dashboards look: the last day.
 const RANGE_MS: i64 = 86_400_000;
 
+/// How far back the demo clusters are collected: two hours more than the dashboards look
+/// at, so that the database also holds units that ended before the range.
+const HISTORY_MS: i64 = RANGE_MS + 2 * HOUR_MS;
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// The update loop's step: the catch-up takes three windows per cluster.
+const STEP: Duration = Duration::from_secs(12 * 3600);
+
 /// Who looks at the dashboards, and over which time range.
+#[derive(Clone)]
 pub struct Scenario {
     /// A user with units in the range: the identity for the user routes.
     pub user: String,
@@ -40,19 +53,21 @@ pub struct Scenario {
     pub user_units: BTreeMap<String, BTreeSet<String>>,
 }
 
-/// The config of the demo clusters, in `dir`, collecting from midnight two days ago.
+/// The config of the demo clusters, in `dir`, collecting from [`HISTORY_MS`] before
+/// `now_ms`.
 fn demo_config(dir: &Path, now_ms: i64) -> Config {
     let mut config = Config::default();
     config.server.data.path = dir.to_path_buf();
     config.server.data.time_zone = ZONE;
-    // A bare date is midnight, which no DST change of the zone skips.
-    let two_days_ago = Utc
-        .timestamp_millis_opt(now_ms - 2 * RANGE_MS)
+    // The wall clock of a real instant: never in a DST gap (in the autumn overlap the
+    // server reads it as the earlier of the two instants).
+    let start = Utc
+        .timestamp_millis_opt(now_ms - HISTORY_MS)
         .unwrap()
         .with_timezone(&ZONE)
-        .date_naive();
-    config.server.data.update_from = Some(two_days_ago.format("%Y-%m-%d").to_string());
-    config.server.data.max_update_interval = Duration::from_secs(3600);
+        .naive_local();
+    config.server.data.update_from = Some(start.format("%Y-%m-%dT%H:%M:%S").to_string());
+    config.server.data.max_update_interval = STEP;
     config.clusters = CLUSTERS
         .iter()
         .map(|(id, extra_config)| ClusterConfig {
@@ -65,29 +80,65 @@ fn demo_config(dir: &Path, now_ms: i64) -> Config {
     config
 }
 
-/// Fills `dir/ceems.db` from the demo clusters through the update loop, up to now (whole
+/// The filled database (a `VACUUM INTO` copy) and its scenario.
+struct Filled {
+    database: Vec<u8>,
+    scenario: Scenario,
+}
+
+/// Writes the demo database into `dir/ceems.db` and says who looks at it and when. The
+/// first call fills it (on its own thread and runtime, so that it may be called from
+/// any test); later calls copy the same data.
+pub fn prepare_database(dir: &Path) -> Scenario {
+    static FILLED: OnceLock<Filled> = OnceLock::new();
+    let filled = FILLED.get_or_init(|| {
+        std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(fill())
+        })
+        .join()
+        .expect("the demo clusters fill the database")
+    });
+    std::fs::write(dir.join("ceems.db"), &filled.database).expect("copy the demo database");
+    filled.scenario.clone()
+}
+
+/// Fills a database from the demo clusters through the update loop, up to now (whole
 /// seconds: the API takes seconds), and picks the scenario from the written units.
-pub async fn prepare_database(dir: &Path) -> Scenario {
+async fn fill() -> Filled {
+    let work = tempfile::tempdir().expect("work dir");
+    let dir = work.path();
     let now_ms = now_ms() / 1000 * 1000;
     let config = demo_config(dir, now_ms);
     let database = Database::open(dir).expect("open the database");
     let pipeline = build_pipeline(&config, database.clone(), now_ms).expect("demo pipeline");
     let update_from_ms = pipeline.schedule().update_from_ms;
     assert!(
-        (2 * RANGE_MS..3 * RANGE_MS + 3_600_000).contains(&(now_ms - update_from_ms)),
+        [HISTORY_MS, HISTORY_MS + HOUR_MS].contains(&(now_ms - update_from_ms)),
         "update_from {update_from_ms} for now {now_ms}"
     );
+    // Every cluster in its own task, as the server runs them.
     let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
     for cluster in pipeline.clusters() {
-        let reports = pipeline
-            .catch_up(cluster, now_ms, &shutdown)
-            .await
-            .expect("the demo cluster catches up");
-        // One window per hour of epoch time, the last one partial.
-        let hours = (now_ms - update_from_ms) as f64 / 3_600_000.0;
-        assert_eq!(reports.len(), hours.ceil() as usize, "{}", cluster.cluster_id);
+        let (pipeline, cluster, shutdown) = (pipeline.clone(), cluster.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let reports = pipeline.catch_up(&cluster, now_ms, &shutdown).await;
+            (cluster.cluster_id, reports)
+        });
+    }
+    // One window per step, the last one partial.
+    let windows = (now_ms - update_from_ms + STEP.as_millis() as i64 - 1) as usize
+        / STEP.as_millis() as usize;
+    while let Some(joined) = tasks.join_next().await {
+        let (cluster_id, reports) = joined.expect("catch-up task");
+        let reports = reports.unwrap_or_else(|error| panic!("{cluster_id} catches up: {error}"));
+        assert_eq!(reports.len(), windows, "{cluster_id}");
         let failed: usize = reports.iter().map(|report| report.failed_rows).sum();
-        assert_eq!(failed, 0, "{}: rows rejected", cluster.cluster_id);
+        assert_eq!(failed, 0, "{cluster_id}: rows rejected");
     }
 
     let from_ms = now_ms - RANGE_MS;
@@ -133,8 +184,7 @@ pub async fn prepare_database(dir: &Path) -> Scenario {
                 .into_iter()
                 .filter(|unit| unit.username == user)
                 .filter(|unit| {
-                    unit.ended_at_ts == 0
-                        || (from_ms..now_ms).contains(&unit.ended_at_ts)
+                    unit.ended_at_ts == 0 || (from_ms..now_ms).contains(&unit.ended_at_ts)
                 })
                 .map(|unit| unit.uuid)
                 .collect();
@@ -142,14 +192,23 @@ pub async fn prepare_database(dir: &Path) -> Scenario {
         })
         .collect();
 
-    Scenario {
-        user,
-        admin,
-        from_ms,
-        to_ms: now_ms,
-        // As the user: both clusters, the user alone on each. As the admin: both clusters,
-        // with the first three of their nine users each.
-        job_list_runs: 2 + 2 * 3,
-        user_units,
+    let copy = dir.join("copy.db");
+    let target = copy.to_str().expect("UTF-8 temporary path").to_owned();
+    database
+        .write(move |conn| Ok(conn.execute("VACUUM INTO ?1", [target])?))
+        .await
+        .expect("copy the database");
+    Filled {
+        database: std::fs::read(&copy).expect("read the copy"),
+        scenario: Scenario {
+            user,
+            admin,
+            from_ms,
+            to_ms: now_ms,
+            // As the user: both clusters, the user alone on each. As the admin: both
+            // clusters, with the first three of their nine users each.
+            job_list_runs: 2 + 2 * 3,
+            user_units,
+        },
     }
 }

@@ -71,7 +71,7 @@ pub struct Grafana {
 impl Grafana {
     pub async fn start() -> Grafana {
         let data_dir = tempfile::tempdir().expect("data dir");
-        let scenario = prepare_database(data_dir.path()).await;
+        let scenario = prepare_database(data_dir.path());
         let web_dir = tempfile::tempdir().expect("web config dir");
         let web_config = web_dir.path().join("web.yml");
         let hash = bcrypt::hash(BASIC_PASSWORD, 4).expect("bcrypt");
