@@ -62,8 +62,30 @@ async fn every_panel_gets_its_columns_from_the_server() {
         "panel 1 \"Jobs\" query A".to_owned(),
     )]
         .1;
-    if let Some(expected) = grafana.scenario.job_list_runs {
-        assert_eq!(job_list.len(), expected);
+    assert_eq!(job_list.len(), grafana.scenario.job_list_runs);
+    // The user's run on each cluster lists exactly the units the demo generator has for
+    // them in the range: those that ended in it and those still running.
+    for (cluster_id, expected) in &grafana.scenario.user_units {
+        assert!(
+            expected.len() >= 5,
+            "{cluster_id}: {} has {} units",
+            grafana.scenario.user,
+            expected.len()
+        );
+        let listed: Vec<BTreeSet<String>> = job_list
+            .iter()
+            .map(|rows| {
+                rows.iter()
+                    .map(|row| row["uuid"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .collect();
+        assert!(
+            listed.contains(expected),
+            "{cluster_id}: no job list run shows the {} units of {}: {expected:?}",
+            expected.len(),
+            grafana.scenario.user
+        );
     }
     // Every job list run with rows links to the job dashboard.
     let with_rows = job_list.iter().filter(|rows| !rows.is_empty()).count();
