@@ -67,7 +67,10 @@ fn build_manager(
             Ok(manager) => Ok(Arc::new(manager)),
             Err(error) => Err(failed(&error)),
         },
-        RESOURCE_MANAGER_DEMO => Ok(Arc::new(DemoCluster::new(cluster, zone))),
+        RESOURCE_MANAGER_DEMO => match DemoCluster::new(cluster, zone) {
+            Ok(demo) => Ok(Arc::new(demo)),
+            Err(message) => Err(failed(&message)),
+        },
         _ => Err(BuildError::UnsupportedManager {
             id: cluster.id.clone(),
             manager: cluster.manager.clone(),
@@ -86,4 +89,54 @@ fn build_updaters(config: &Config) -> Result<BTreeMap<String, Arc<dyn Updater>>,
         updaters.insert(updater.id.clone(), Arc::new(tsdb));
     }
     Ok(updaters)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_with(cluster: &str) -> Config {
+        Config {
+            clusters: vec![ClusterConfig {
+                id: "c1".into(),
+                manager: cluster.into(),
+                extra_config: yaml_serde::from_str("seed: forty-two").unwrap(),
+                ..ClusterConfig::default()
+            }],
+            ..Config::default()
+        }
+    }
+
+    fn build(config: &Config) -> Result<Pipeline, BuildError> {
+        let dir = tempfile::tempdir().unwrap();
+        build_pipeline(config, Database::open(dir.path()).unwrap(), 0)
+    }
+
+    #[test]
+    fn a_bad_demo_seed_stops_the_start_naming_cluster_and_key() {
+        let error = build(&config_with("demo")).err().unwrap();
+        assert_eq!(
+            error.to_string(),
+            "cluster \"c1\": extra_config.seed: expected an integer, found a string"
+        );
+    }
+
+    #[test]
+    fn unsupported_managers_stop_the_start_naming_the_cluster() {
+        let error = build(&config_with("k8s")).err().unwrap();
+        assert_eq!(
+            error.to_string(),
+            "cluster \"c1\": resource manager \"k8s\" is not supported by this server"
+        );
+    }
+
+    #[test]
+    fn an_unknown_updater_id_is_skipped() {
+        let mut config = config_with("demo");
+        config.clusters[0].extra_config = yaml_serde::Value::Null;
+        config.clusters[0].updaters = vec!["nope".into()];
+        let pipeline = build(&config).unwrap();
+        assert_eq!(pipeline.clusters().len(), 1);
+        assert!(pipeline.clusters()[0].updaters.is_empty());
+    }
 }

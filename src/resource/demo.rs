@@ -148,21 +148,17 @@ pub struct DemoCluster {
 
 impl DemoCluster {
     /// Reads `extra_config.seed` (an integer; absent: [`DEFAULT_SEED`]). A seed of another
-    /// type is logged as a warning and the default is used.
-    pub fn new(cluster: &ClusterConfig, zone: Tz) -> Self {
-        let seed = seed_from_extra_config(&cluster.extra_config).unwrap_or_else(|message| {
-            tracing::warn!(
-                cluster_id = %cluster.id,
-                "clusters[].extra_config.seed: {message}; using the default seed {DEFAULT_SEED}"
-            );
-            DEFAULT_SEED
-        });
-        Self {
+    /// type is an error naming the key, so a typo stops the start instead of silently
+    /// changing the stream.
+    pub fn new(cluster: &ClusterConfig, zone: Tz) -> Result<Self, String> {
+        let seed = seed_from_extra_config(&cluster.extra_config)
+            .map_err(|message| format!("extra_config.seed: {message}"))?;
+        Ok(Self {
             cluster_id: cluster.id.clone(),
             resource_manager: cluster.manager.clone(),
             zone,
             seed,
-        }
+        })
     }
 
     /// The seed in use.
@@ -814,7 +810,7 @@ mod tests {
     }
 
     fn demo(extra_config: &str) -> DemoCluster {
-        DemoCluster::new(&cluster_config(extra_config), chrono_tz::Europe::Paris)
+        DemoCluster::new(&cluster_config(extra_config), chrono_tz::Europe::Paris).unwrap()
     }
 
     fn window(start_ms: i64, end_ms: i64) -> Window {
@@ -875,8 +871,11 @@ mod tests {
             seed("seed: 1.5"),
             Err("expected an integer, found 1.5".to_owned())
         );
-        // A bad seed falls back to the default (with a warning).
-        assert_eq!(demo("seed: forty-two").seed(), DEFAULT_SEED);
+        // A bad seed stops the cluster from being built, naming the key.
+        assert_eq!(
+            DemoCluster::new(&cluster_config("seed: forty-two"), chrono_tz::Europe::Paris).err(),
+            Some("extra_config.seed: expected an integer, found a string".to_owned())
+        );
         assert_eq!(demo("seed: 7").seed(), 7);
     }
 
@@ -887,7 +886,10 @@ mod tests {
         assert_eq!(first, demo("seed: 7").units(&window));
         let other = demo("seed: 8").units(&window);
         assert_ne!(first, other);
-        assert_eq!(demo("").units(&window), demo("seed: nope").units(&window));
+        assert_eq!(
+            demo("").units(&window),
+            demo(&format!("seed: {DEFAULT_SEED}")).units(&window)
+        );
     }
 
     #[test]

@@ -177,7 +177,7 @@ async fn fill() -> Filled {
         .clusters
         .iter()
         .map(|cluster| {
-            let demo = DemoCluster::new(cluster, ZONE);
+            let demo = DemoCluster::new(cluster, ZONE).expect("demo cluster");
             // From just before the range: a unit that ended exactly at `from` is in it.
             let units = demo.units(&Window::new(from_ms - 1, now_ms, ZONE));
             let uuids: BTreeSet<String> = units

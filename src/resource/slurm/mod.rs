@@ -215,24 +215,8 @@ impl SlurmManager {
             .filter(|line| !line.reason.is_known_skip())
             .map(|line| line.line_number)
             .collect();
-        if let Some(&first_line) = unreadable.first() {
-            let excerpt = line_excerpt(&output.stdout, first_line);
-            if unreadable.len() == parsed.skipped.len() && parsed.units.is_empty() {
-                return Err(SlurmError::Unparsable {
-                    command: "sacct",
-                    lines: unreadable.len(),
-                    first_line,
-                    excerpt,
-                });
-            }
-            tracing::warn!(
-                cluster = %self.cluster_id,
-                count = unreadable.len(),
-                lines = ?&unreadable[..unreadable.len().min(UNREADABLE_LINES_QUOTED)],
-                first = %excerpt,
-                "skipped sacct output lines that are no job line"
-            );
-        }
+        let nothing_read = unreadable.len() == parsed.skipped.len() && parsed.units.is_empty();
+        self.check_unreadable("sacct", &output.stdout, &unreadable, nothing_read)?;
 
         let mut units = parsed.units;
         for unit in &mut units {
@@ -248,6 +232,39 @@ impl SlurmManager {
         Ok(units)
     }
 
+    /// Output lines `command` printed that are none of its lines (`unreadable`, 1-based):
+    /// an error when nothing else was read (`nothing_read`), so the window is retried;
+    /// otherwise one warning and the readable lines are kept.
+    fn check_unreadable(
+        &self,
+        command: &'static str,
+        stdout: &str,
+        unreadable: &[usize],
+        nothing_read: bool,
+    ) -> Result<(), SlurmError> {
+        let Some(&first_line) = unreadable.first() else {
+            return Ok(());
+        };
+        let excerpt = line_excerpt(stdout, first_line);
+        if nothing_read {
+            return Err(SlurmError::Unparsable {
+                command,
+                lines: unreadable.len(),
+                first_line,
+                excerpt,
+            });
+        }
+        tracing::warn!(
+            cluster = %self.cluster_id,
+            command,
+            count = unreadable.len(),
+            lines = ?&unreadable[..unreadable.len().min(UNREADABLE_LINES_QUOTED)],
+            first = %excerpt,
+            "skipped output lines that are none of the command's lines"
+        );
+        Ok(())
+    }
+
     /// Users and projects from the sacctmgr associations (root and empty names left
     /// out). `window` is the collect window they belong to.
     pub async fn fetch_users_projects(
@@ -261,24 +278,12 @@ impl SlurmManager {
         };
         let output = self.run(&command).await?;
         let (unreadable, non_blank) = unreadable_sacctmgr_lines(&output.stdout);
-        if let Some(&first_line) = unreadable.first() {
-            let excerpt = line_excerpt(&output.stdout, first_line);
-            if unreadable.len() == non_blank {
-                return Err(SlurmError::Unparsable {
-                    command: "sacctmgr",
-                    lines: non_blank,
-                    first_line,
-                    excerpt,
-                });
-            }
-            tracing::warn!(
-                cluster = %self.cluster_id,
-                count = unreadable.len(),
-                lines = ?&unreadable[..unreadable.len().min(UNREADABLE_LINES_QUOTED)],
-                first = %excerpt,
-                "skipped sacctmgr output lines that are no association"
-            );
-        }
+        self.check_unreadable(
+            "sacctmgr",
+            &output.stdout,
+            &unreadable,
+            unreadable.len() == non_blank,
+        )?;
         let (mut users, mut projects) = parse_sacctmgr_output(&output.stdout);
         for user in &mut users {
             user.cluster_id.clone_from(&self.cluster_id);
