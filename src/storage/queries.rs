@@ -205,6 +205,16 @@ impl ScanProblems {
     }
 }
 
+/// Logs a statement with its parameters bound, at debug level under the target
+/// `ceems_api_server::sql`: the exact text to replay in the `sqlite3` shell.
+fn log_statement(statement: Option<&rusqlite::Statement<'_>>) {
+    if tracing::enabled!(target: "ceems_api_server::sql", tracing::Level::DEBUG) {
+        if let Some(text) = statement.and_then(rusqlite::Statement::expanded_sql) {
+            tracing::debug!(target: "ceems_api_server::sql", sql = %text, "statement");
+        }
+    }
+}
+
 /// Runs `sql` and maps every row, counting rows with undecodable JSON.
 fn collect_rows<T>(
     conn: &Connection,
@@ -213,6 +223,7 @@ fn collect_rows<T>(
 ) -> Result<Rows<T>, StorageError> {
     let mut statement = conn.prepare_cached(&sql.text)?;
     let mut result_rows = statement.query(params_from_iter(sql.params.iter()))?;
+    log_statement(result_rows.as_ref());
     let mut rows = Vec::new();
     let mut problems = ScanProblems::default();
     let mut rows_with_problems = 0;
@@ -313,10 +324,12 @@ pub fn verify_ownership(conn: &Connection, query: &VerifyQuery) -> Result<bool, 
     sql.push(")");
 
     let mut statement = conn.prepare_cached(&sql.text)?;
-    let (owned, foreign): (i64, i64) = statement
-        .query_row(params_from_iter(sql.params.iter()), |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })?;
+    let mut rows = statement.query(params_from_iter(sql.params.iter()))?;
+    log_statement(rows.as_ref());
+    let (owned, foreign): (i64, i64) = match rows.next()? {
+        Some(row) => (row.get(0)?, row.get(1)?),
+        None => (0, 0),
+    };
     Ok(foreign == 0 && usize::try_from(owned).is_ok_and(|owned| owned == distinct.len()))
 }
 
@@ -351,9 +364,12 @@ fn metric_keys(
     }
     sql.push(" ORDER BY k.key");
     let mut statement = conn.prepare_cached(&sql.text)?;
-    let keys = statement
-        .query_map(params_from_iter(sql.params.iter()), |row| text(row, 0))?
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut rows = statement.query(params_from_iter(sql.params.iter()))?;
+    log_statement(rows.as_ref());
+    let mut keys = Vec::new();
+    while let Some(row) = rows.next()? {
+        keys.push(text(row, 0)?);
+    }
     Ok(keys)
 }
 
