@@ -1,0 +1,1 @@
+//! Smoke run of `ceems_bench load`.
