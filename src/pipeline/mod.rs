@@ -30,6 +30,7 @@ pub use window::Window;
 
 use crate::config::DataConfig;
 use crate::model::time::{format_dt, DAY_SECONDS};
+use crate::storage::metric_keys;
 use crate::storage::state::resume_point;
 use crate::storage::window::{write_window, WindowReport, WindowRows};
 use crate::storage::{Database, StorageError};
@@ -159,6 +160,7 @@ impl Pipeline {
 
     /// The loop of one cluster: catch up now, then once per `update_interval`.
     async fn run_cluster(self, cluster: ClusterSource, shutdown: CancellationToken) {
+        self.index_metric_keys(&cluster.cluster_id).await;
         // A zero interval only passes validation with --test.disable.checks.
         let period = self.schedule.update_interval.max(Duration::from_secs(1));
         let mut ticker = tokio::time::interval(period);
@@ -177,6 +179,39 @@ impl Pipeline {
                     retry_in = ?self.schedule.update_interval,
                     "update failed; the window will be retried"
                 ),
+            }
+        }
+    }
+
+    /// Builds the metric key index of a cluster whose units were written without it (by
+    /// another server): once, before its first window. A failure only costs speed (current
+    /// usage reads keys from the units) and is retried at the next start.
+    async fn index_metric_keys(&self, cluster_id: &str) {
+        let id = cluster_id.to_owned();
+        let started = Instant::now();
+        let result = self
+            .db
+            .write(move |conn| {
+                let transaction = conn.transaction()?;
+                let rebuilt = if metric_keys::start_cluster(&transaction, &id)? {
+                    None
+                } else {
+                    Some(metric_keys::rebuild(&transaction, &id)?)
+                };
+                transaction.commit()?;
+                Ok(rebuilt)
+            })
+            .await;
+        match result {
+            Ok(None) => {}
+            Ok(Some(units)) => tracing::info!(
+                cluster_id,
+                units,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "metric key index built"
+            ),
+            Err(error) => {
+                tracing::warn!(cluster_id, %error, "building the metric key index failed")
             }
         }
     }

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod backup;
 pub mod functions;
+pub mod metric_keys;
 pub mod migrations;
 pub mod pool;
 pub mod queries;
@@ -35,4 +36,14 @@ pub enum StorageError {
     Join(String),
     #[error("{0}")]
     Other(String),
+}
+
+/// Logs a statement with its parameters bound, at debug level under the target
+/// `ceems_api_server::sql`: the exact text to replay in the `sqlite3` shell.
+pub(crate) fn log_statement(statement: Option<&rusqlite::Statement<'_>>) {
+    if tracing::enabled!(target: "ceems_api_server::sql", tracing::Level::DEBUG) {
+        if let Some(text) = statement.and_then(rusqlite::Statement::expanded_sql) {
+            tracing::debug!(target: "ceems_api_server::sql", sql = %text, "statement");
+        }
+    }
 }

@@ -7,7 +7,7 @@
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{params_from_iter, Connection, Row};
 
-use super::StorageError;
+use super::{log_statement, StorageError};
 use crate::model::json::decode_text_lossy;
 use crate::model::{
     Cluster, CurrentUsageQuery, DtWindow, Filters, Generic, GlobalUsageQuery, List, Metric,
@@ -205,16 +205,6 @@ impl ScanProblems {
     }
 }
 
-/// Logs a statement with its parameters bound, at debug level under the target
-/// `ceems_api_server::sql`: the exact text to replay in the `sqlite3` shell.
-fn log_statement(statement: Option<&rusqlite::Statement<'_>>) {
-    if tracing::enabled!(target: "ceems_api_server::sql", tracing::Level::DEBUG) {
-        if let Some(text) = statement.and_then(rusqlite::Statement::expanded_sql) {
-            tracing::debug!(target: "ceems_api_server::sql", sql = %text, "statement");
-        }
-    }
-}
-
 /// Runs `sql` and maps every row, counting rows with undecodable JSON.
 fn collect_rows<T>(
     conn: &Connection,
@@ -340,7 +330,49 @@ fn json_path(key: &str) -> String {
 
 /// The distinct keys of a metric map over the units that the window and the project and
 /// cluster filters select (not the access scope: the reference's key set).
+///
+/// Without a project filter, from the key index of every cluster concerned when all of
+/// them are indexed (see [`metric_keys`](super::metric_keys)); otherwise from `units`.
 fn metric_keys(
+    conn: &Connection,
+    metric: Metric,
+    query: &CurrentUsageQuery,
+) -> Result<Vec<String>, StorageError> {
+    if query.filters.projects.is_empty() && !query.terminated_only {
+        let clusters = if query.filters.cluster_ids.is_empty() {
+            super::metric_keys::clusters_with_units(conn)?
+        } else {
+            let mut clusters = query.filters.cluster_ids.clone();
+            clusters.sort();
+            clusters.dedup();
+            clusters
+        };
+        let mut keys = std::collections::BTreeSet::new();
+        let mut indexed = true;
+        for cluster_id in &clusters {
+            match super::metric_keys::keys_in_window(
+                conn,
+                cluster_id,
+                metric,
+                &query.window.from,
+                &query.window.to,
+            )? {
+                Some(found) => keys.extend(found),
+                None => {
+                    indexed = false;
+                    break;
+                }
+            }
+        }
+        if indexed {
+            return Ok(keys.into_iter().collect());
+        }
+    }
+    scan_metric_keys(conn, metric, query)
+}
+
+/// [`metric_keys`] read from every unit of the window.
+fn scan_metric_keys(
     conn: &Connection,
     metric: Metric,
     query: &CurrentUsageQuery,

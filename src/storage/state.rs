@@ -20,8 +20,14 @@ pub fn apply_auxiliary_schema(conn: &Connection) -> Result<(), StorageError> {
             last_window_end TEXT NOT NULL,
             num_windows INTEGER NOT NULL DEFAULT 0,
             updated_at TEXT NOT NULL
-        );",
+        );
+        -- One user's units by end time (the unit list), a project's and a cluster's units
+        -- by update time (current usage and its key lookup).
+        CREATE INDEX IF NOT EXISTS idx_units_cluster_user_ended ON units (cluster_id, username, ended_at);
+        CREATE INDEX IF NOT EXISTS idx_units_cluster_project_updated ON units (cluster_id, project, last_updated_at);
+        CREATE INDEX IF NOT EXISTS idx_units_cluster_updated ON units (cluster_id, last_updated_at);",
     )?;
+    conn.execute_batch(super::metric_keys::SCHEMA)?;
     Ok(())
 }
 

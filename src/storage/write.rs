@@ -7,9 +7,10 @@ use chrono_tz::Tz;
 use rusqlite::types::ToSql;
 use rusqlite::Transaction;
 
+use super::functions::{add_metric_maps, weighted_average_metric_maps};
 use super::StorageError;
 use crate::model::time::format_dt;
-use crate::model::{Metric, MetricMap, Project, Unit, User};
+use crate::model::{Metric, MetricMap, Metrics, Project, Unit, Usage, User};
 
 const UPSERT_UNITS_SQL: &str = include_str!("../../sql/upsert_units.sql");
 const UPSERT_USAGE_SQL: &str = include_str!("../../sql/upsert_usage.sql");
@@ -63,57 +64,43 @@ pub fn upsert_unit(
     Ok(true)
 }
 
-/// Adds `unit`'s window to the lifetime usage of its (cluster, user, project).
-/// `num_units_increment` is 1 when the unit counts as new in this window, else 0 (the
-/// caller decides, see the emptyDB rule). `groupname` and `resource_manager` are only
-/// written by the first insert; `last_updated_at` becomes `window_end_dt`.
+/// Adds one window of a (cluster, user, project) to its lifetime usage: `usage.metrics` are
+/// the window's units folded together (see [`fold_usage`]) and `usage.num_units` the units
+/// that count as new in this window (the caller decides, see the emptyDB rule).
+/// `groupname` and `resource_manager` are only written by the first insert;
+/// `last_updated_at` becomes `window_end_dt`.
 pub fn upsert_usage(
     transaction: &Transaction<'_>,
-    unit: &Unit,
-    num_units_increment: i64,
+    usage: &Usage,
     window_end_dt: &str,
 ) -> Result<(), StorageError> {
-    upsert_usage_row(
-        transaction,
-        UPSERT_USAGE_SQL,
-        unit,
-        num_units_increment,
-        window_end_dt,
-    )
+    upsert_usage_row(transaction, UPSERT_USAGE_SQL, usage, window_end_dt)
 }
 
 /// As [`upsert_usage`], into `daily_usage` under the day key `day_key_dt` (part of the
 /// conflict key).
 pub fn upsert_daily_usage(
     transaction: &Transaction<'_>,
-    unit: &Unit,
-    num_units_increment: i64,
+    usage: &Usage,
     day_key_dt: &str,
 ) -> Result<(), StorageError> {
-    upsert_usage_row(
-        transaction,
-        UPSERT_DAILY_USAGE_SQL,
-        unit,
-        num_units_increment,
-        day_key_dt,
-    )
+    upsert_usage_row(transaction, UPSERT_DAILY_USAGE_SQL, usage, day_key_dt)
 }
 
 fn upsert_usage_row(
     transaction: &Transaction<'_>,
     sql: &str,
-    unit: &Unit,
-    num_units_increment: i64,
+    usage: &Usage,
     last_updated_at: &str,
 ) -> Result<(), StorageError> {
-    let maps = EncodedMetrics::new(&unit.metrics);
+    let maps = EncodedMetrics::new(&usage.metrics);
     let mut parameters: Vec<(&str, &dyn ToSql)> = vec![
-        (":resource_manager", &unit.resource_manager),
-        (":cluster_id", &unit.cluster_id),
-        (":num_units", &num_units_increment),
-        (":project", &unit.project),
-        (":groupname", &unit.groupname),
-        (":username", &unit.username),
+        (":resource_manager", &usage.resource_manager),
+        (":cluster_id", &usage.cluster_id),
+        (":num_units", &usage.num_units),
+        (":project", &usage.project),
+        (":groupname", &usage.groupname),
+        (":username", &usage.username),
         (":last_updated_at", &last_updated_at),
     ];
     maps.extend_parameters(&mut parameters);
@@ -121,6 +108,45 @@ fn upsert_usage_row(
         .prepare_cached(sql)?
         .execute(parameters.as_slice())?;
     Ok(())
+}
+
+/// The usage row of a single unit: its (cluster, user, project), its metrics and the
+/// `num_units` it adds.
+pub fn usage_of_unit(unit: &Unit, num_units: i64) -> Usage {
+    Usage {
+        cluster_id: unit.cluster_id.clone(),
+        resource_manager: unit.resource_manager.clone(),
+        num_units,
+        project: unit.project.clone(),
+        groupname: unit.groupname.clone(),
+        username: unit.username.clone(),
+        metrics: unit.metrics.clone(),
+    }
+}
+
+/// Folds `current` (one more unit of the window) into `folded` exactly as the usage upsert
+/// folds a unit into a stored row: totals added key-wise, each average re-weighted by the
+/// `total_time_seconds` weights of both sides before the times themselves are added.
+pub fn fold_usage(folded: &mut Metrics, current: &Metrics) {
+    for metric in Metric::ALL {
+        if let Some(weight_key) = metric.weight_key() {
+            let folded_weight = folded.total_time_seconds.get(weight_key).unwrap_or(0.0);
+            let current_weight = current.total_time_seconds.get(weight_key).unwrap_or(0.0);
+            let average = weighted_average_metric_maps(
+                folded.get(metric),
+                current.get(metric),
+                folded_weight,
+                current_weight,
+            );
+            *folded.get_mut(metric) = average;
+        }
+    }
+    for metric in Metric::ALL {
+        if metric.weight_key().is_none() {
+            let sum = add_metric_maps(folded.get(metric), current.get(metric));
+            *folded.get_mut(metric) = sum;
+        }
+    }
 }
 
 /// Upserts a user of a cluster (the caller fills `cluster_id` and `resource_manager` from
@@ -195,6 +221,7 @@ pub fn purge_expired_rows(
     zone: Tz,
 ) -> Result<PurgedRows, StorageError> {
     let cutoff_dt = format_dt(cutoff_ms.div_euclid(1000), zone);
+    super::metric_keys::forget_purged_units(transaction, cutoff_ms)?;
     let units = transaction.execute(
         "DELETE FROM units WHERE ended_at_ts > 0 AND ended_at_ts <= ?1",
         [cutoff_ms],
@@ -424,18 +451,33 @@ mod tests {
     fn usage_adds_units_and_keeps_first_insert_columns() {
         let mut conn = migrated();
         let transaction = conn.transaction().unwrap();
-        upsert_usage(&transaction, &first_window_unit(), 1, "2024-01-01T00:15:00").unwrap();
+        upsert_usage(
+            &transaction,
+            &usage_of_unit(&first_window_unit(), 1),
+            "2024-01-01T00:15:00",
+        )
+        .unwrap();
         let second = Unit {
             groupname: "other".into(),
             resource_manager: "changed".into(),
             ..second_window_unit()
         };
-        upsert_usage(&transaction, &second, 0, "2024-01-01T00:30:00").unwrap();
+        upsert_usage(
+            &transaction,
+            &usage_of_unit(&second, 0),
+            "2024-01-01T00:30:00",
+        )
+        .unwrap();
         let another_job = Unit {
             uuid: "1002".into(),
             ..first_window_unit()
         };
-        upsert_usage(&transaction, &another_job, 1, "2024-01-01T00:45:00").unwrap();
+        upsert_usage(
+            &transaction,
+            &usage_of_unit(&another_job, 1),
+            "2024-01-01T00:45:00",
+        )
+        .unwrap();
         transaction.commit().unwrap();
 
         assert_eq!(integer(&conn, "SELECT count(*) FROM usage"), 1);
@@ -458,18 +500,21 @@ mod tests {
     fn daily_usage_keys_rows_by_day() {
         let mut conn = migrated();
         let transaction = conn.transaction().unwrap();
-        upsert_daily_usage(&transaction, &first_window_unit(), 1, "2024-01-01T01:00:00").unwrap();
         upsert_daily_usage(
             &transaction,
-            &second_window_unit(),
-            0,
+            &usage_of_unit(&first_window_unit(), 1),
             "2024-01-01T01:00:00",
         )
         .unwrap();
         upsert_daily_usage(
             &transaction,
-            &second_window_unit(),
-            0,
+            &usage_of_unit(&second_window_unit(), 0),
+            "2024-01-01T01:00:00",
+        )
+        .unwrap();
+        upsert_daily_usage(
+            &transaction,
+            &usage_of_unit(&second_window_unit(), 0),
             "2024-01-02T01:00:00",
         )
         .unwrap();
