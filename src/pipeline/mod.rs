@@ -193,7 +193,9 @@ impl Pipeline {
             .db
             .write(move |conn| {
                 let transaction = conn.transaction()?;
-                let rebuilt = if metric_keys::start_cluster(&transaction, &id)? {
+                let current = metric_keys::start_cluster(&transaction, &id)?
+                    && !metric_keys::written_by_another_server(&transaction, &id)?;
+                let rebuilt = if current {
                     None
                 } else {
                     Some(metric_keys::rebuild(&transaction, &id)?)

@@ -143,6 +143,31 @@ pub fn start_cluster(conn: &Connection, cluster_id: &str) -> Result<bool, Storag
     Ok(true)
 }
 
+/// Whether units of `cluster_id` were updated after the last window this server wrote
+/// (another server wrote to the file since): the index no longer matches them.
+pub fn written_by_another_server(
+    conn: &Connection,
+    cluster_id: &str,
+) -> Result<bool, StorageError> {
+    let latest_unit: Option<String> = conn.query_row(
+        "SELECT MAX(last_updated_at) FROM units WHERE cluster_id = ?1",
+        [cluster_id],
+        |row| row.get(0),
+    )?;
+    let last_window: Option<String> = conn
+        .query_row(
+            "SELECT last_window_end FROM collect_state WHERE cluster_id = ?1",
+            [cluster_id],
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(match (latest_unit, last_window) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(unit), Some(window)) => unit > window,
+    })
+}
+
 /// Builds the index of `cluster_id` from its units (a database written by a server that
 /// did not keep it). One pass over the cluster's units; run by the writer.
 pub fn rebuild(conn: &Connection, cluster_id: &str) -> Result<usize, StorageError> {
@@ -532,6 +557,24 @@ mod tests {
             Some(vec!["global".to_owned()])
         );
         assert_matches_scan(&conn);
+    }
+
+    #[test]
+    fn units_updated_after_the_last_window_mean_another_server_wrote() {
+        let mut conn = database();
+        assert!(!written_by_another_server(&conn, CLUSTER).unwrap());
+        write(
+            &mut conn,
+            EPOCH + 3_600,
+            &[unit(1, 3, EPOCH, Some(EPOCH + 60))],
+        );
+        assert!(!written_by_another_server(&conn, CLUSTER).unwrap());
+        conn.execute(
+            "UPDATE units SET last_updated_at = ?1",
+            [format_dt(EPOCH + 7_200, chrono_tz::UTC)],
+        )
+        .unwrap();
+        assert!(written_by_another_server(&conn, CLUSTER).unwrap());
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub fn apply_auxiliary_schema(conn: &Connection) -> Result<(), StorageError> {
         -- One user's units by end time (the unit list), a project's and a cluster's units
         -- by update time (current usage and its key lookup).
         CREATE INDEX IF NOT EXISTS idx_units_cluster_user_ended ON units (cluster_id, username, ended_at);
+        -- Running units, the other half of the unit list's `ended in window OR running`.
+        CREATE INDEX IF NOT EXISTS idx_units_cluster_user_running ON units (cluster_id, username) WHERE ended_at_ts = 0;
         CREATE INDEX IF NOT EXISTS idx_units_cluster_project_updated ON units (cluster_id, project, last_updated_at);
         CREATE INDEX IF NOT EXISTS idx_units_cluster_updated ON units (cluster_id, last_updated_at);",
     )?;

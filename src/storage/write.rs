@@ -280,6 +280,7 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         register_metric_map_functions(&conn).unwrap();
         migrate(&mut conn).unwrap();
+        crate::storage::state::apply_auxiliary_schema(&conn).unwrap();
         conn
     }
 
