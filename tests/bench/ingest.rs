@@ -9,7 +9,10 @@ fn ingest_stores_every_job_once_with_its_energy() {
     let workdir = dir.path().join("work");
     let output = Command::new(env!("CARGO_BIN_EXE_ceems_bench"))
         .arg("ingest")
-        .arg(format!("--server={}", env!("CARGO_BIN_EXE_ceems_api_server")))
+        .arg(format!(
+            "--server={}",
+            env!("CARGO_BIN_EXE_ceems_api_server")
+        ))
         .arg("--jobs=2000")
         .arg(format!("--out={}", out.display()))
         .arg(format!("--workdir={}", workdir.display()))
@@ -30,7 +33,10 @@ fn ingest_stores_every_job_once_with_its_energy() {
     assert_eq!(results["jobs"], 2000);
     assert_eq!(verification["units"], 2000, "{verification}");
     assert_eq!(verification["usage_num_units"], 2000, "{verification}");
-    assert_eq!(verification["daily_usage_num_units"], 2000, "{verification}");
+    assert_eq!(
+        verification["daily_usage_num_units"], 2000,
+        "{verification}"
+    );
     assert_eq!(verification["units_with_energy"], 2000, "{verification}");
     assert_eq!(verification["units_off"], 0, "{verification}");
     assert_eq!(verification["failed_updates"], 0, "{verification}");
@@ -45,7 +51,13 @@ fn ingest_stores_every_job_once_with_its_energy() {
         .sum();
     assert_eq!(new_units, 2000);
     for window in windows {
-        for field in ["total_ms", "fetch_ms", "units_ms", "updaters_ms", "write_ms"] {
+        for field in [
+            "total_ms",
+            "fetch_ms",
+            "units_ms",
+            "updaters_ms",
+            "write_ms",
+        ] {
             assert!(window[field].is_u64(), "{field} missing in {window}");
         }
         assert!(window["sacct_alone_ms"].as_u64().unwrap() > 0, "{window}");

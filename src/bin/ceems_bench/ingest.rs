@@ -323,7 +323,9 @@ fn run_server(
         }
     }
     server.stop()?;
-    let last = windows.last().map_or(spawned_at_ms, |window| window.logged_at_ms);
+    let last = windows
+        .last()
+        .map_or(spawned_at_ms, |window| window.logged_at_ms);
     Ok((windows, failed_updates, last - spawned_at_ms))
 }
 
@@ -424,7 +426,9 @@ fn verify(path: &Path, stream: &Stream) -> anyhow::Result<Verification> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .with_context(|| format!("opening {}", path.display()))?;
     let one = |sql: &str| -> anyhow::Result<i64> {
-        Ok(conn.query_row(sql, [], |row| row.get::<_, Option<i64>>(0))?.unwrap_or(0))
+        Ok(conn
+            .query_row(sql, [], |row| row.get::<_, Option<i64>>(0))?
+            .unwrap_or(0))
     };
     let mut verification = Verification {
         units: one("SELECT COUNT(*) FROM units")?,

@@ -93,7 +93,10 @@ mod tests {
         let job = stream.job(1);
         // Starts 1.8 s after the epoch (rounded down to it) and runs 300 + 7919 % 7200 = 1019 s,
         // rounded down to 960 s.
-        assert_eq!((job.uuid.as_str(), job.start, job.end), ("100001", 1_704_844_800, 1_704_845_760));
+        assert_eq!(
+            (job.uuid.as_str(), job.start, job.end),
+            ("100001", 1_704_844_800, 1_704_845_760)
+        );
         assert_eq!(stream.job(1999).start, 1_704_844_800 + 3540);
         assert_eq!(stream.jobs().count(), 2000);
     }

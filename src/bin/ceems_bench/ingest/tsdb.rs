@@ -14,8 +14,11 @@ use anyhow::{bail, Context};
 
 use super::jobs::{Job, Stream};
 
-/// The series of each job and the value each sample holds.
-const FAMILIES: [(&str, fn(&Job) -> f64); 2] = [
+/// A series name and the value each of its samples holds for a job.
+type Family = (&'static str, fn(&Job) -> f64);
+
+/// The series of each job.
+const FAMILIES: [Family; 2] = [
     ("uuid:ceems_host_power_watts:pue", |job| job.watts),
     ("uuid:ceems_cpu_usage:ratio_irate", |job| job.cpu_usage),
 ];
