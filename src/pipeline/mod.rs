@@ -261,13 +261,20 @@ impl Pipeline {
             () = shutdown.cancelled() => return Ok(None),
             fetched = fetch_window(cluster, &window) => fetched?,
         };
-        let (units, ignored, users, projects) = fetched;
+        let Fetched {
+            units,
+            ignored,
+            users,
+            projects,
+            timings,
+        } = fetched;
         let fetch_time = started.elapsed();
 
         let cluster_id = cluster.cluster_id.clone();
         let end_dt = window.end_dt();
         let day_key_dt = day_key(window.end_ms, window.zone);
         let end_ms = window.end_ms;
+        let write_started = Instant::now();
         let report = self
             .db
             .write(move |conn| {
@@ -286,6 +293,7 @@ impl Pipeline {
                 )
             })
             .await?;
+        let write_time = write_started.elapsed();
         tracing::info!(
             cluster_id = %cluster.cluster_id,
             window_start = %window.start_dt(),
@@ -294,6 +302,10 @@ impl Pipeline {
             new_units = report.new_units,
             failed_rows = report.failed_rows,
             fetch_ms = fetch_time.as_millis() as u64,
+            units_ms = timings.units.as_millis() as u64,
+            updaters_ms = timings.updaters.as_millis() as u64,
+            users_projects_ms = timings.users_projects.as_millis() as u64,
+            write_ms = write_time.as_millis() as u64,
             total_ms = started.elapsed().as_millis() as u64,
             "window applied"
         );
@@ -301,21 +313,37 @@ impl Pipeline {
     }
 }
 
-type Fetched = (
-    Vec<crate::model::Unit>,
-    BTreeSet<String>,
-    Vec<crate::model::User>,
-    Vec<crate::model::Project>,
-);
+/// What the fetch stage of a window gathered, and how long each part took.
+struct Fetched {
+    units: Vec<crate::model::Unit>,
+    ignored: BTreeSet<String>,
+    users: Vec<crate::model::User>,
+    projects: Vec<crate::model::Project>,
+    timings: FetchTimings,
+}
+
+/// Time spent in each part of the fetch stage, for the `window applied` line.
+#[derive(Debug, Default, Clone, Copy)]
+struct FetchTimings {
+    /// The resource manager's units (for SLURM: sacct and parsing its output).
+    units: Duration,
+    /// Every updater together (for `tsdb`: its queries).
+    updaters: Duration,
+    users_projects: Duration,
+}
 
 /// The fetch stage of a window: units, then each updater in order, then users and
 /// projects. Nothing is written here.
 async fn fetch_window(cluster: &ClusterSource, window: &Window) -> Result<Fetched, WindowError> {
+    let mut timings = FetchTimings::default();
+    let started = Instant::now();
     let mut units = cluster
         .manager
         .fetch_units(window)
         .await
         .map_err(WindowError::Units)?;
+    timings.units = started.elapsed();
+    let started = Instant::now();
     let mut ignored = BTreeSet::new();
     for (id, updater) in &cluster.updaters {
         let marked =
@@ -328,12 +356,21 @@ async fn fetch_window(cluster: &ClusterSource, window: &Window) -> Result<Fetche
                 })?;
         ignored.extend(marked);
     }
+    timings.updaters = started.elapsed();
+    let started = Instant::now();
     let (users, projects) = cluster
         .manager
         .fetch_users_projects(window)
         .await
         .map_err(WindowError::UsersProjects)?;
-    Ok((units, ignored, users, projects))
+    timings.users_projects = started.elapsed();
+    Ok(Fetched {
+        units,
+        ignored,
+        users,
+        projects,
+        timings,
+    })
 }
 
 /// The wall clock in epoch ms.
