@@ -346,8 +346,8 @@ fn measure_all(
             sql_floor_us,
             sql_floor_cold_us,
             response_bytes: sizes[route],
-            // Answers that came from the cache all the same are left out (counted apart).
             uncached: Stats::of(&run.uncached, route, |sample| !sample.cached, None),
+            uncached_cache_hits: Stats::of(&run.uncached, route, |_| true, None).cached,
             sustained: Stats::of(&run.sustained, route, |_| true, Some(run.sustained_elapsed)),
             ratio_to_floors: (floors > 0).then(|| sequential.p50_us as f64 / floors as f64),
             ratio_to_sql_floor: (sql_floor_us > 0)

@@ -94,8 +94,10 @@ pub struct RouteReport {
     pub sql_floor_cold_us: u64,
     /// The answer size the HTTP floor was given (median over the concurrent phases).
     pub response_bytes: usize,
-    /// All users at once, each with a distinct (so uncached) current usage.
+    /// All users at once, each with a distinct (so uncached) current usage. Answers that
+    /// came from the cache all the same are left out, and counted here:
     pub uncached: Stats,
+    pub uncached_cache_hits: usize,
     /// Virtual users looping over their dashboards (current usage cached).
     pub sustained: Stats,
     /// One client, one request at a time (current usage: windows never asked before).
