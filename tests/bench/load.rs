@@ -1,17 +1,12 @@
-//! Smoke run of `ceems_bench load`: the debug server on a small database of demo units,
-//! five users for two seconds. Every route is measured without an error, against both
+//! Smoke run of `ceems_bench load`: the debug server on a generated database of 2,000
+//! units, five users for two seconds. Every route is measured without an error, against both
 //! floors, and the requests are the ones the dashboards send.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use ceems_api_server::config::{ClusterConfig, Config};
-use ceems_api_server::pipeline::{build_pipeline, now_ms};
-use ceems_api_server::storage::Database;
-use chrono::{TimeZone, Utc};
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
 const ROUTES: [&str; 7] = [
     "units_30d",
@@ -22,41 +17,6 @@ const ROUTES: [&str; 7] = [
     "stats_admin",
     "verify",
 ];
-
-/// Two days of two demo clusters, written by the update loop into `dir/ceems.db`.
-fn demo_database(dir: &Path) {
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(async {
-        let now_ms = now_ms() / 1000 * 1000;
-        let mut config = Config::default();
-        config.server.data.path = dir.to_path_buf();
-        config.server.data.time_zone = chrono_tz::UTC;
-        let start = Utc
-            .timestamp_millis_opt(now_ms - 2 * 86_400_000)
-            .unwrap()
-            .naive_utc();
-        config.server.data.update_from = Some(start.format("%Y-%m-%dT%H:%M:%S").to_string());
-        config.server.data.max_update_interval = std::time::Duration::from_secs(12 * 3600);
-        config.clusters = [("demo-0", "seed: 1"), ("demo-1", "seed: 2")]
-            .iter()
-            .map(|(id, extra_config)| ClusterConfig {
-                id: (*id).to_owned(),
-                manager: "demo".to_owned(),
-                extra_config: yaml_serde::from_str(extra_config).unwrap(),
-                ..ClusterConfig::default()
-            })
-            .collect();
-        let database = Database::open(dir).expect("open the database");
-        let pipeline = build_pipeline(&config, database, now_ms).expect("demo pipeline");
-        let shutdown = CancellationToken::new();
-        for cluster in pipeline.clusters() {
-            pipeline
-                .catch_up(cluster, now_ms, &shutdown)
-                .await
-                .expect("the demo cluster catches up");
-        }
-    });
-}
 
 /// The `field` values of a request target.
 fn fields(target: &str) -> BTreeSet<String> {
@@ -100,13 +60,23 @@ fn dashboard_field_sets(file: &str) -> Vec<BTreeSet<String>> {
 
 #[test]
 fn load_measures_every_route_against_its_floors() {
-    let data = tempfile::tempdir().expect("data dir");
-    demo_database(data.path());
-    let out = data.path().join("load.json");
+    let work = tempfile::tempdir().expect("work dir");
+    let data = work.path().join("data");
+    let generated = Command::new(env!("CARGO_BIN_EXE_ceems_bench"))
+        .args(["generate", "--units", "2000", "--quiet", "--out"])
+        .arg(&data)
+        .output()
+        .expect("run ceems_bench generate");
+    assert!(
+        generated.status.success(),
+        "ceems_bench generate failed: {}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    let out = work.path().join("load.json");
     let output = Command::new(env!("CARGO_BIN_EXE_ceems_bench"))
         .arg("load")
         .arg("--data")
-        .arg(data.path())
+        .arg(&data)
         .arg("--server")
         .arg(env!("CARGO_BIN_EXE_ceems_api_server"))
         .args(["--users", "5", "--duration", "2s", "--repeat", "3"])
@@ -148,7 +118,12 @@ fn load_measures_every_route_against_its_floors() {
             assert_eq!(route[phase]["errors"], 0, "{name}: errors in {phase}");
         }
         assert!(route["sustained"]["throughput_rps"].as_f64().unwrap() > 0.0);
-        assert!(route["http_floor_sustained"]["throughput_rps"].as_f64().unwrap() > 0.0);
+        assert!(
+            route["http_floor_sustained"]["throughput_rps"]
+                .as_f64()
+                .unwrap()
+                > 0.0
+        );
         assert!(
             !route["sql"].as_array().unwrap().is_empty(),
             "{name}: no statement captured"
@@ -179,7 +154,11 @@ fn load_measures_every_route_against_its_floors() {
     let example = |index: usize| routes[index]["example_request"].as_str().unwrap();
     assert!(job_list.contains(&fields(example(0))), "{}", example(0));
     for index in 1..4 {
-        assert!(usage.contains(&fields(example(index))), "{}", example(index));
+        assert!(
+            usage.contains(&fields(example(index))),
+            "{}",
+            example(index)
+        );
     }
 
     // The markdown table names every route.

@@ -202,8 +202,9 @@ fn measure_server(
     for request in &requests {
         if is_cached_route(request.route) {
             for repetition in 0..args.repeat as i64 {
-                let shifted =
-                    dashboard_requests(first, now - (repetition + 2) * HOUR_S)[request.route].clone();
+                let shifted = dashboard_requests(first, now - (repetition + 2) * HOUR_S)
+                    [request.route]
+                    .clone();
                 sequential.push(runtime.block_on(measure::send(client, &target, &shifted)));
             }
             sequential_cached.extend(runtime.block_on(measure::sequential(
@@ -265,12 +266,7 @@ fn measure_all(
     let run = measure_server(args, &runtime, &client, users, now, work_dir)?;
 
     // The HTTP floor answers each route with its median size under load.
-    let concurrent: Vec<Sample> = run
-        .uncached
-        .iter()
-        .chain(&run.sustained)
-        .cloned()
-        .collect();
+    let concurrent: Vec<Sample> = run.uncached.iter().chain(&run.sustained).cloned().collect();
     let sizes: Vec<usize> = (0..ROUTES.len())
         .map(|route| Stats::of(&concurrent, route, |_| true, None).median_bytes)
         .collect();
@@ -297,8 +293,8 @@ fn measure_all(
 
     // The SQL floor, with the server stopped: the shell has the machine to itself.
     let all_statements: Vec<String> = run.statements.iter().flatten().cloned().collect();
-    let mut timings = floor::sql_floor(&args.sqlite3, db, &all_statements, args.repeat)?
-        .into_iter();
+    let mut timings =
+        floor::sql_floor(&args.sqlite3, db, &all_statements, args.repeat)?.into_iter();
 
     let mut errors = Errors {
         database_locked_lines: run.log_busy,

@@ -56,11 +56,7 @@ impl Target {
 
     fn url(&self, request: &Request) -> String {
         if self.floor {
-            format!(
-                "{}/{}",
-                self.base,
-                super::workload::ROUTES[request.route]
-            )
+            format!("{}/{}", self.base, super::workload::ROUTES[request.route])
         } else {
             format!("{}{}", self.base, request.target)
         }
@@ -118,7 +114,10 @@ pub async fn send(client: &reqwest::Client, target: &Target, request: &Request) 
             }
             if sample.outcome != Outcome::Success {
                 let shown = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
-                sample.detail = Some(format!("{} as {}: {status} {shown}", request.target, request.login));
+                sample.detail = Some(format!(
+                    "{} as {}: {status} {shown}",
+                    request.target, request.login
+                ));
             }
         }
     }

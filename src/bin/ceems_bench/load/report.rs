@@ -244,7 +244,10 @@ impl Report {
             let errors = route.uncached.errors
                 + route.sustained.errors
                 + route.sequential.errors
-                + route.sequential_cached.as_ref().map_or(0, |stats| stats.errors);
+                + route
+                    .sequential_cached
+                    .as_ref()
+                    .map_or(0, |stats| stats.errors);
             let _ = writeln!(
                 out,
                 "| {} | {} | {:.0} | {} | {:.0} | {} | {} | {errors} |",
