@@ -8,6 +8,7 @@ use chrono_tz::Tz;
 use tokio_util::sync::CancellationToken;
 
 use super::now_ms;
+use crate::storage::pool::refresh_planner_statistics;
 use crate::storage::write::{purge_expired_rows, PurgedRows};
 use crate::storage::{Database, StorageError};
 
@@ -24,6 +25,8 @@ pub async fn purge_once(
         let transaction = conn.transaction()?;
         let purged = purge_expired_rows(&transaction, cutoff_ms, zone)?;
         transaction.commit()?;
+        // The tables grew and shrank since the last run: keep the planner's view current.
+        refresh_planner_statistics(conn)?;
         Ok(purged)
     })
     .await

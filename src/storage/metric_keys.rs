@@ -284,13 +284,15 @@ pub fn keys_in_window(
     let from_hour = hour_of(from);
     let to_hour = hour_of(to);
     let column = metric.column();
-    let edge_sql = format!(
+    // Each edge is one index range with a single lower and a single upper bound: SQLite
+    // uses only one bound of each side, and the wrong one would scan the whole window.
+    let each_key = format!(
         "SELECT DISTINCT k.key FROM units, json_each(CASE WHEN json_valid({column}) AND json_type({column}) = 'object' THEN {column} ELSE '{{}}' END) k \
-         WHERE cluster_id = ?1 AND last_updated_at >= ?2 AND last_updated_at <= ?3 AND last_updated_at < ?4"
+         WHERE cluster_id = ?1 AND last_updated_at"
     );
-    let mut edge = conn.prepare_cached(&edge_sql)?;
-    let mut scan = |low: &str, high: &str, below: &str| -> Result<(), StorageError> {
-        let mut rows = edge.query(params![cluster_id, low, high, below])?;
+    let mut scan = |bounds: &str, low: &str, high: &str| -> Result<(), StorageError> {
+        let mut statement = conn.prepare_cached(&format!("{each_key} {bounds}"))?;
+        let mut rows = statement.query(params![cluster_id, low, high])?;
         log_statement(rows.as_ref());
         while let Some(row) = rows.next()? {
             keys.insert(row.get::<_, String>(0)?);
@@ -299,10 +301,16 @@ pub fn keys_in_window(
     };
     if from_hour >= to_hour {
         // One hour (or less): read it all from units.
-        scan(from, to, &after_prefix(to_hour))?;
+        scan("BETWEEN ?2 AND ?3", from, to)?;
     } else {
-        scan(from, to, &after_prefix(from_hour))?;
-        scan(to_hour, to, &after_prefix(to_hour))?;
+        // [from, next hour) and [start of to's hour, to]: both inside the window, since
+        // to's hour is at least the hour after from's.
+        scan(
+            ">= ?2 AND last_updated_at < ?3",
+            from,
+            &after_prefix(from_hour),
+        )?;
+        scan("BETWEEN ?2 AND ?3", to_hour, to)?;
         let mut whole = conn.prepare_cached(
             "SELECT DISTINCT key FROM metric_key_hours \
              WHERE cluster_id = ?1 AND metric = ?2 AND hour > ?3 AND hour < ?4 AND units > 0",

@@ -83,6 +83,7 @@ impl Database {
         let mut writer = open_writer_connection(&file_path)?;
         migrations::migrate(&mut writer)?;
         super::state::apply_auxiliary_schema(&writer)?;
+        refresh_planner_statistics(&writer)?;
 
         let readers = ReadPool::new(file_path.clone(), options.read_connections.max(1));
         readers.fill()?;
@@ -302,6 +303,15 @@ fn open_writer_connection(file_path: &Path) -> Result<Connection, StorageError> 
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     register_metric_map_functions(&conn)?;
     Ok(conn)
+}
+
+/// Gathers the statistics SQLite's planner needs on large tables (`PRAGMA optimize` with a
+/// row limit per index, so it takes milliseconds). Without them the planner guesses, and
+/// for a user's unit list it walks every unit the user ever ran in uuid order rather than
+/// the index range of the window.
+pub fn refresh_planner_statistics(conn: &Connection) -> Result<(), StorageError> {
+    conn.execute_batch("PRAGMA analysis_limit = 1000; PRAGMA optimize = 0x10002;")?;
+    Ok(())
 }
 
 fn open_reader_connection(file_path: &Path) -> Result<Connection, StorageError> {

@@ -30,18 +30,31 @@ fn a_small_dataset_is_consistent_and_reproducible() {
     let first = root.path().join("a");
     let output = generate(&first, 3_001, &["--users", "40", "--projects", "8"]);
     assert!(output.status.success(), "{output:?}");
-    assert!(String::from_utf8_lossy(&output.stdout).contains("wrote 3001 units of 40 users in 8 projects"));
+    assert!(String::from_utf8_lossy(&output.stdout)
+        .contains("wrote 3001 units of 40 users in 8 projects"));
 
     let conn = open(&first);
     assert_eq!(scalar(&conn, "SELECT COUNT(*) FROM units"), 3_001);
-    assert_eq!(scalar(&conn, "SELECT COUNT(DISTINCT uuid) FROM units"), 3_001);
+    assert_eq!(
+        scalar(&conn, "SELECT COUNT(DISTINCT uuid) FROM units"),
+        3_001
+    );
     // Every unit started, so each is counted once in usage and once in daily usage.
     assert_eq!(scalar(&conn, "SELECT SUM(num_units) FROM usage"), 3_001);
-    assert_eq!(scalar(&conn, "SELECT SUM(num_units) FROM daily_usage"), 3_001);
+    assert_eq!(
+        scalar(&conn, "SELECT SUM(num_units) FROM daily_usage"),
+        3_001
+    );
     assert_eq!(scalar(&conn, "SELECT COUNT(*) FROM users"), 40);
     assert_eq!(scalar(&conn, "SELECT COUNT(*) FROM projects"), 8);
     // Units are spread over the 20 days before --end, the last day has running jobs.
-    assert_eq!(scalar(&conn, "SELECT COUNT(DISTINCT substr(last_updated_at, 1, 10)) FROM units"), 20);
+    assert_eq!(
+        scalar(
+            &conn,
+            "SELECT COUNT(DISTINCT substr(last_updated_at, 1, 10)) FROM units"
+        ),
+        20
+    );
     assert!(scalar(&conn, "SELECT COUNT(*) FROM units WHERE ended_at_ts = 0") > 0);
     assert_eq!(
         scalar(&conn, "SELECT COUNT(*) FROM units WHERE ended_at_ts > 1767225600000 OR started_at_ts > ended_at_ts AND ended_at_ts > 0"),
@@ -56,13 +69,21 @@ fn a_small_dataset_is_consistent_and_reproducible() {
     );
     assert_eq!(mismatched, 0);
     // GPU jobs hold GPU maps, CPU jobs none; the key index knows both kinds.
-    assert!(scalar(&conn, "SELECT COUNT(*) FROM units WHERE json_extract(allocation, '$.gpus') > 0") > 0);
+    assert!(
+        scalar(
+            &conn,
+            "SELECT COUNT(*) FROM units WHERE json_extract(allocation, '$.gpus') > 0"
+        ) > 0
+    );
     assert_eq!(
         scalar(&conn, "SELECT COUNT(*) FROM units WHERE json_extract(allocation, '$.gpus') = 0 AND avg_gpu_usage != '{}'"),
         0
     );
     assert_eq!(
-        scalar(&conn, "SELECT SUM(units) FROM metric_key_hours WHERE metric = 'avg_cpu_usage'"),
+        scalar(
+            &conn,
+            "SELECT SUM(units) FROM metric_key_hours WHERE metric = 'avg_cpu_usage'"
+        ),
         3_001
     );
     // The server's indexes exist again after the bulk load.
@@ -73,7 +94,11 @@ fn a_small_dataset_is_consistent_and_reproducible() {
 
     // The same seed gives the same units.
     let second = root.path().join("b");
-    assert!(generate(&second, 3_001, &["--users", "40", "--projects", "8"]).status.success());
+    assert!(
+        generate(&second, 3_001, &["--users", "40", "--projects", "8"])
+            .status
+            .success()
+    );
     let digest = |dir: &Path| -> String {
         open(dir)
             .query_row(
@@ -88,5 +113,7 @@ fn a_small_dataset_is_consistent_and_reproducible() {
     // An existing database is never overwritten.
     let again = generate(&first, 10, &[]);
     assert!(!again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("exists: generate into a new directory"));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("exists: generate into a new directory")
+    );
 }

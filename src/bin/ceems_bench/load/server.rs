@@ -151,19 +151,23 @@ fn write_config(work_dir: &Path, data_dir: &Path, time_zone: &str) -> anyhow::Re
 }
 
 impl Server {
-    /// Starts `binary` on a free loopback port with a debug JSON log, and waits until it
-    /// answers `/health`.
+    /// Starts `binary` on a free loopback port with a JSON log at `log_level` (`debug` logs
+    /// every statement), and waits until it answers `/health`.
     pub fn start(
         binary: &Path,
         data_dir: &Path,
         time_zone: &str,
         work_dir: &Path,
+        log_level: &str,
     ) -> anyhow::Result<Server> {
+        // The server runs in `work_dir`: relative paths must not change meaning.
+        let binary = &std::path::absolute(binary)?;
+        let data_dir = &std::path::absolute(data_dir)?;
         let config = write_config(work_dir, data_dir, time_zone)?;
         let mut child = Command::new(binary)
             .arg(format!("--config.file={}", config.display()))
             .arg("--web.listen-address=127.0.0.1:0")
-            .arg("--log.level=debug")
+            .arg(format!("--log.level={log_level}"))
             .arg("--log.format=json")
             .arg("--storage.data.skip.delete.old.units")
             .current_dir(work_dir)
