@@ -715,7 +715,7 @@ fn generic(map: &BTreeMap<&str, Value>) -> Generic {
 
 /// Whole seconds as SLURM prints an elapsed time: `HH:MM:SS`, or `D-HH:MM:SS` from one
 /// day on.
-fn format_elapsed(seconds: i64) -> String {
+pub fn format_elapsed(seconds: i64) -> String {
     let seconds = seconds.max(0);
     let (days, rest) = (seconds / 86_400, seconds % 86_400);
     let clock = format!(
@@ -765,23 +765,28 @@ fn hash_stream(seed: u64, words: &[u64]) -> SplitMix64 {
 }
 
 /// SplitMix64 (Steele, Lea and Flood): small, fast and good enough for synthetic data.
-struct SplitMix64 {
+pub struct SplitMix64 {
     state: u64,
 }
 
 impl SplitMix64 {
+    /// A generator whose stream is a hash of `seed`.
+    pub fn new(seed: u64) -> Self {
+        hash_stream(seed, &[])
+    }
+
     fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(GOLDEN_GAMMA);
         mix64(self.state)
     }
 
     /// Uniform in `[0, 1)`, 53 bits.
-    fn next_unit(&mut self) -> f64 {
+    pub fn next_unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Uniform in `0..n` (`n > 0`; the modulo bias is negligible for small `n`).
-    fn below(&mut self, n: usize) -> usize {
+    pub fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n as u64) as usize
     }
 

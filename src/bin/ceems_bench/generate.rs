@@ -17,6 +17,7 @@ use anyhow::{bail, Context};
 use ceems_api_server::model::time::{format_dt, format_dtz};
 use ceems_api_server::model::{Generic, List, MetricMap, Metrics, Project, Unit, User};
 use ceems_api_server::pipeline::day_key;
+use ceems_api_server::resource::demo::{format_elapsed, SplitMix64};
 use ceems_api_server::storage::state::apply_auxiliary_schema;
 use ceems_api_server::storage::window::{write_window, WindowRows};
 use ceems_api_server::storage::{Database, DATABASE_FILE_NAME};
@@ -212,7 +213,7 @@ struct Population {
 
 impl Population {
     fn new(seed: u64, users: usize, projects: usize, cluster_id: &str) -> Self {
-        let mut rng = SplitMix64(seed ^ 0x5eed_0000_0000_0001);
+        let mut rng = SplitMix64::new(seed ^ 0x5eed_0000_0000_0001);
         let project_names: Vec<String> = (0..projects)
             .map(|index| format!("prj{index:05}"))
             .collect();
@@ -229,7 +230,7 @@ impl Population {
                 }
             }
             let cpus = [1, 2, 4, 8, 16, 32, 64, 128, 256][rng.below(9)];
-            let gpu_share = if rng.unit() < 0.3 { 0.5 } else { 0.0 };
+            let gpu_share = if rng.next_unit() < 0.3 { 0.5 } else { 0.0 };
             people.push(Person {
                 name: format!("usr{index:05}"),
                 uid: 10_000 + index as i64,
@@ -237,7 +238,7 @@ impl Population {
                 cpus,
                 gpu_share,
             });
-            total += rng.normal().exp();
+            total += normal(&mut rng).exp();
             cumulative.push(total);
         }
         Self {
@@ -250,7 +251,7 @@ impl Population {
 
     fn pick(&self, rng: &mut SplitMix64) -> &Person {
         let total = self.cumulative.last().copied().unwrap_or(0.0);
-        let target = rng.unit() * total;
+        let target = rng.next_unit() * total;
         let index = self.cumulative.partition_point(|&sum| sum <= target);
         &self.people[index.min(self.people.len() - 1)]
     }
@@ -321,10 +322,10 @@ impl Generator {
         let units = (0..count)
             .map(|index| {
                 let id = first_id + index;
-                let mut rng = SplitMix64(self.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ id);
+                let mut rng = SplitMix64::new(self.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ id);
                 // On the last day, one job in fifty is still running at the end.
                 let running = last_day && rng.below(50) == 0;
-                let ended_ms = start_ms + (rng.unit() * DAY_MS as f64) as i64;
+                let ended_ms = start_ms + (rng.next_unit() * DAY_MS as f64) as i64;
                 self.unit(id, ended_ms, end_ms, running, &mut rng)
             })
             .collect();
@@ -357,19 +358,21 @@ impl Generator {
         rng: &mut SplitMix64,
     ) -> Unit {
         let person = self.population.pick(rng);
-        let project = &self.population.projects[person.projects[if rng.unit() < 0.8 {
+        let project = &self.population.projects[person.projects[if rng.next_unit() < 0.8 {
             0
         } else {
             rng.below(person.projects.len())
         }]];
         // Log-normal around 40 minutes, from a minute to three days.
-        let duration_ms = ((40.0 * 60.0 * (1.6 * rng.normal()).exp()).clamp(60.0, 3.0 * 86_400.0)
-            * 1000.0) as i64;
+        let duration_ms =
+            ((40.0 * 60.0 * (1.6 * normal(rng)).exp()).clamp(60.0, 3.0 * 86_400.0) * 1000.0) as i64;
         let start_ms = ended_ms - duration_ms;
-        let submit_ms = start_ms - ((rng.unit() * rng.unit() * 7200.0) * 1000.0) as i64;
-        let cpus = (person.cpus as f64 * (0.5 + rng.unit())).round().max(1.0) as i64;
+        let submit_ms = start_ms - ((rng.next_unit() * rng.next_unit() * 7200.0) * 1000.0) as i64;
+        let cpus = (person.cpus as f64 * (0.5 + rng.next_unit()))
+            .round()
+            .max(1.0) as i64;
         let nodes = (cpus + 63) / 64;
-        let gpus = if rng.unit() < person.gpu_share.max(0.05) {
+        let gpus = if rng.next_unit() < person.gpu_share.max(0.05) {
             [1, 2, 4, 8][rng.below(4)]
         } else {
             0
@@ -399,15 +402,15 @@ impl Generator {
             )
         };
         let walltime = elapsed_ms as f64 / 1000.0;
-        let cpu_percent = 5.0 + 90.0 * rng.unit();
+        let cpu_percent = 5.0 + 90.0 * rng.next_unit();
         let cpu_kwh = (nodes as f64 * 40.0 + cpus as f64 * (1.5 + 8.5 * cpu_percent / 100.0))
             * walltime
             / 3.6e6;
-        let gpu_percent = 10.0 + 85.0 * rng.unit();
+        let gpu_percent = 10.0 + 85.0 * rng.next_unit();
         let gpu_kwh = gpus as f64 * (60.0 + 290.0 * gpu_percent / 100.0) * walltime / 3.6e6;
-        let intensity = 40.0 + 20.0 * rng.unit();
-        let io_bytes = walltime * cpus as f64 * 2e5 * rng.unit();
-        let network_bytes = walltime * nodes as f64 * 1e6 * rng.unit();
+        let intensity = 40.0 + 20.0 * rng.next_unit();
+        let io_bytes = walltime * cpus as f64 * 2e5 * rng.next_unit();
+        let network_bytes = walltime * nodes as f64 * 1e6 * rng.next_unit();
 
         let mut metrics = Metrics {
             total_time_seconds: map(&[
@@ -418,7 +421,7 @@ impl Generator {
                 ("alloc_gpumemtime", if gpus > 0 { walltime } else { 0.0 }),
             ]),
             avg_cpu_usage: map(&[("global", cpu_percent)]),
-            avg_cpu_mem_usage: map(&[("global", 10.0 + 60.0 * rng.unit())]),
+            avg_cpu_mem_usage: map(&[("global", 10.0 + 60.0 * rng.next_unit())]),
             total_cpu_energy_usage_kwh: map(&[("total", cpu_kwh)]),
             total_cpu_emissions_gms: emissions(cpu_kwh, intensity),
             total_io_write_stats: map(&[
@@ -437,7 +440,7 @@ impl Generator {
         };
         if gpus > 0 {
             metrics.avg_gpu_usage = map(&[("global", gpu_percent)]);
-            metrics.avg_gpu_mem_usage = map(&[("global", 20.0 + 60.0 * rng.unit())]);
+            metrics.avg_gpu_mem_usage = map(&[("global", 20.0 + 60.0 * rng.next_unit())]);
             metrics.total_gpu_energy_usage_kwh = map(&[("total", gpu_kwh)]);
             metrics.total_gpu_emissions_gms = emissions(gpu_kwh, intensity);
         }
@@ -500,47 +503,9 @@ fn emissions(kwh: f64, intensity: f64) -> MetricMap {
     ])
 }
 
-/// Whole seconds as SLURM prints an elapsed time.
-fn format_elapsed(seconds: i64) -> String {
-    let (days, rest) = (seconds / 86_400, seconds % 86_400);
-    let clock = format!(
-        "{:02}:{:02}:{:02}",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    );
-    if days > 0 {
-        format!("{days}-{clock}")
-    } else {
-        clock
-    }
-}
-
-/// SplitMix64: small, seedable, and the same stream everywhere.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1_u64 << 53) as f64
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.unit() * n as f64) as usize % n.max(1)
-    }
-
-    /// Standard normal (Box-Muller).
-    fn normal(&mut self) -> f64 {
-        let u = self.unit().max(f64::MIN_POSITIVE);
-        let v = self.unit();
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-    }
+/// Standard normal (Box-Muller).
+fn normal(rng: &mut SplitMix64) -> f64 {
+    let u = rng.next_unit().max(f64::MIN_POSITIVE);
+    let v = rng.next_unit();
+    (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
 }
