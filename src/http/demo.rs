@@ -69,12 +69,7 @@ fn signed_go_duration(seconds: i64) -> String {
 }
 
 fn map(entries: &[(&str, f64)]) -> MetricMap {
-    MetricMap(
-        entries
-            .iter()
-            .map(|(key, value)| ((*key).to_owned(), *value))
-            .collect(),
-    )
+    MetricMap::from_pairs(entries)
 }
 
 fn uuid_v4(rng: &mut fastrand::Rng) -> String {

@@ -26,6 +26,16 @@ impl MetricMap {
         self.0.is_empty()
     }
 
+    /// A map of the given keys and values.
+    pub fn from_pairs(entries: &[(&str, f64)]) -> Self {
+        MetricMap(
+            entries
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), *value))
+                .collect(),
+        )
+    }
+
     pub fn get(&self, key: &str) -> Option<f64> {
         self.0.get(key).copied()
     }

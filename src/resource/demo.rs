@@ -700,12 +700,7 @@ fn emissions(grams: &[f64; 3]) -> MetricMap {
 }
 
 fn map(entries: &[(&str, f64)]) -> MetricMap {
-    MetricMap(
-        entries
-            .iter()
-            .map(|(key, value)| ((*key).to_owned(), *value))
-            .collect(),
-    )
+    MetricMap::from_pairs(entries)
 }
 
 fn generic(map: &BTreeMap<&str, Value>) -> Generic {

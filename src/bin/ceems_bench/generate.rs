@@ -486,12 +486,7 @@ impl Generator {
 }
 
 fn map(entries: &[(&str, f64)]) -> MetricMap {
-    MetricMap(
-        entries
-            .iter()
-            .map(|(key, value)| ((*key).to_owned(), *value))
-            .collect(),
-    )
+    MetricMap::from_pairs(entries)
 }
 
 /// Grams for the three emission-factor providers of the updater's built-in queries.
