@@ -71,6 +71,10 @@ impl App {
         }));
         let shutdown = CancellationToken::new();
         let mut background = JoinSet::new();
+        background.spawn(pipeline::build_stored_cluster_indexes(
+            database.clone(),
+            pipeline.cluster_ids(),
+        ));
         pipeline.spawn(&shutdown, &mut background);
         if !flags.skip_delete_old_units {
             background.spawn(retention::run_retention(

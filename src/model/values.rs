@@ -54,6 +54,33 @@ impl MetricMap {
         ))
     }
 
+    /// Decodes an object that SQLite's `json_object` built from aggregate results: as
+    /// [`MetricMap::decode`], with every real (a literal with a fraction or an exponent)
+    /// rounded to 15 significant digits, as the reference's SQLite printed them (the bundled
+    /// one prints them exactly).
+    pub fn decode_sql_aggregate(text: &str) -> Result<Self, DecodeError> {
+        let map: Option<BTreeMap<String, &RawValue>> =
+            serde_json::from_str(text).map_err(|error| DecodeError(error.to_string()))?;
+        let mut out = BTreeMap::new();
+        for (key, raw) in map.unwrap_or_default() {
+            let literal = raw.get();
+            let value = serde_json::from_str::<MetricValue>(literal)
+                .map_err(|error| DecodeError(error.to_string()))?
+                .0;
+            let real = literal.starts_with(|c: char| c == '-' || c.is_ascii_digit())
+                && literal.contains(['.', 'e', 'E']);
+            out.insert(
+                key,
+                if real {
+                    round_to_15_digits(value)
+                } else {
+                    value
+                },
+            );
+        }
+        Ok(Self(out))
+    }
+
     /// Encodes the map as the reference stores it (keys sorted, Go number format).
     pub fn encode(&self) -> String {
         String::from_utf8(to_go_json(self)).expect("JSON is UTF-8")
@@ -86,6 +113,14 @@ impl fmt::Display for MetricMap {
         }
         f.write_str("}")
     }
+}
+
+/// `value` rounded to 15 significant digits, as SQLite's `%!.15g` prints a real.
+pub fn round_to_15_digits(value: f64) -> f64 {
+    if !value.is_finite() {
+        return value;
+    }
+    format!("{value:.14e}").parse().unwrap_or(value)
 }
 
 /// One decoded metric value.

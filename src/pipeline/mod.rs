@@ -30,7 +30,7 @@ pub use window::Window;
 
 use crate::config::DataConfig;
 use crate::model::time::{format_dt, DAY_SECONDS};
-use crate::storage::metric_keys;
+use crate::storage::cluster_indexes;
 use crate::storage::state::resume_point;
 use crate::storage::window::{write_window, WindowReport, WindowRows};
 use crate::storage::{Database, StorageError};
@@ -158,9 +158,17 @@ impl Pipeline {
         }
     }
 
+    /// The clusters this pipeline collects.
+    pub fn cluster_ids(&self) -> Vec<String> {
+        self.clusters
+            .iter()
+            .map(|cluster| cluster.cluster_id.clone())
+            .collect()
+    }
+
     /// The loop of one cluster: catch up now, then once per `update_interval`.
     async fn run_cluster(self, cluster: ClusterSource, shutdown: CancellationToken) {
-        self.index_metric_keys(&cluster.cluster_id).await;
+        build_cluster_indexes(&self.db, &cluster.cluster_id, true).await;
         // A zero interval only passes validation with --test.disable.checks.
         let period = self.schedule.update_interval.max(Duration::from_secs(1));
         let mut ticker = tokio::time::interval(period);
@@ -179,41 +187,6 @@ impl Pipeline {
                     retry_in = ?self.schedule.update_interval,
                     "update failed; the window will be retried"
                 ),
-            }
-        }
-    }
-
-    /// Builds the metric key index of a cluster whose units were written without it (by
-    /// another server): once, before its first window. A failure only costs speed (current
-    /// usage reads keys from the units) and is retried at the next start.
-    async fn index_metric_keys(&self, cluster_id: &str) {
-        let id = cluster_id.to_owned();
-        let started = Instant::now();
-        let result = self
-            .db
-            .write(move |conn| {
-                let transaction = conn.transaction()?;
-                let current = metric_keys::start_cluster(&transaction, &id)?
-                    && !metric_keys::written_by_another_server(&transaction, &id)?;
-                let rebuilt = if current {
-                    None
-                } else {
-                    Some(metric_keys::rebuild(&transaction, &id)?)
-                };
-                transaction.commit()?;
-                Ok(rebuilt)
-            })
-            .await;
-        match result {
-            Ok(None) => {}
-            Ok(Some(units)) => tracing::info!(
-                cluster_id,
-                units,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "metric key index built"
-            ),
-            Err(error) => {
-                tracing::warn!(cluster_id, %error, "building the metric key index failed")
             }
         }
     }
@@ -376,4 +349,51 @@ async fn fetch_window(cluster: &ClusterSource, window: &Window) -> Result<Fetche
 /// The wall clock in epoch ms.
 pub fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
+}
+
+/// Builds the indexes a cluster lacks (the metric key index, the usage buckets): once, at
+/// start, before its first window when `before_writing`. A failure only costs speed
+/// (current usage then reads `units`) and is retried at the next start.
+pub async fn build_cluster_indexes(db: &Database, cluster_id: &str, before_writing: bool) {
+    let id = cluster_id.to_owned();
+    let started = Instant::now();
+    let result = db
+        .write(move |conn| cluster_indexes::build_missing(conn, &id, before_writing))
+        .await;
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(built) => {
+            if let Some(units) = built.metric_keys {
+                tracing::info!(cluster_id, units, elapsed_ms, "metric key index built");
+            }
+            if let Some(units) = built.usage_buckets {
+                tracing::info!(cluster_id, units, elapsed_ms, "usage buckets built");
+            }
+        }
+        Err(error) => {
+            tracing::warn!(cluster_id, %error, "building the cluster's indexes failed")
+        }
+    }
+}
+
+/// Builds the indexes of every cluster that holds units and is not in `collected` (the
+/// pipeline builds those itself), then logs that every stored cluster is indexed.
+pub async fn build_stored_cluster_indexes(db: Database, collected: Vec<String>) {
+    let clusters = match db
+        .read(crate::storage::metric_keys::clusters_with_units)
+        .await
+    {
+        Ok(clusters) => clusters,
+        Err(error) => {
+            tracing::warn!(%error, "listing the stored clusters failed");
+            return;
+        }
+    };
+    for cluster_id in clusters.iter().filter(|id| !collected.contains(id)) {
+        build_cluster_indexes(&db, cluster_id, false).await;
+    }
+    tracing::info!(
+        clusters = clusters.len(),
+        "indexes of the stored clusters ready"
+    );
 }

@@ -110,37 +110,53 @@ impl KeyCounts {
     }
 }
 
+/// A table that records the clusters for which an index kept beside `units` is complete.
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterMarker(pub &'static str);
+
+impl ClusterMarker {
+    /// Whether the index is complete for `cluster_id`.
+    pub fn is_set(self, conn: &Connection, cluster_id: &str) -> Result<bool, StorageError> {
+        Ok(conn
+            .prepare_cached(&format!("SELECT 1 FROM {} WHERE cluster_id = ?1", self.0))?
+            .exists([cluster_id])?)
+    }
+
+    pub(super) fn mark(self, conn: &Connection, cluster_id: &str) -> Result<(), StorageError> {
+        conn.prepare_cached(&format!(
+            "INSERT OR REPLACE INTO {} (cluster_id, indexed_at)
+             VALUES (?1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+            self.0
+        ))?
+        .execute([cluster_id])?;
+        Ok(())
+    }
+
+    /// Makes sure the index is complete for `cluster_id` before a window of it is
+    /// written: a cluster with no units yet starts indexed (empty). Returns whether it is
+    /// indexed; a cluster that already has units and no index stays unindexed until it is
+    /// rebuilt.
+    pub fn start_cluster(self, conn: &Connection, cluster_id: &str) -> Result<bool, StorageError> {
+        if self.is_set(conn, cluster_id)? {
+            return Ok(true);
+        }
+        let has_units = conn
+            .prepare_cached("SELECT 1 FROM units WHERE cluster_id = ?1 LIMIT 1")?
+            .exists([cluster_id])?;
+        if has_units {
+            return Ok(false);
+        }
+        self.mark(conn, cluster_id)?;
+        Ok(true)
+    }
+}
+
+/// Whether the key index is complete for a cluster.
+pub const MARKER: ClusterMarker = ClusterMarker("metric_key_clusters");
+
 /// Whether the index is complete for `cluster_id`.
 pub fn is_indexed(conn: &Connection, cluster_id: &str) -> Result<bool, StorageError> {
-    Ok(conn
-        .prepare_cached("SELECT 1 FROM metric_key_clusters WHERE cluster_id = ?1")?
-        .exists([cluster_id])?)
-}
-
-fn mark_indexed(conn: &Connection, cluster_id: &str) -> Result<(), StorageError> {
-    conn.execute(
-        "INSERT OR REPLACE INTO metric_key_clusters (cluster_id, indexed_at)
-         VALUES (?1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
-        [cluster_id],
-    )?;
-    Ok(())
-}
-
-/// Makes sure the index is complete for `cluster_id` before a window of it is written:
-/// a cluster with no units yet starts indexed (empty). Returns whether it is indexed; a
-/// cluster that already has units and no index stays unindexed until [`rebuild`].
-pub fn start_cluster(conn: &Connection, cluster_id: &str) -> Result<bool, StorageError> {
-    if is_indexed(conn, cluster_id)? {
-        return Ok(true);
-    }
-    let has_units = conn
-        .prepare_cached("SELECT 1 FROM units WHERE cluster_id = ?1 LIMIT 1")?
-        .exists([cluster_id])?;
-    if has_units {
-        return Ok(false);
-    }
-    mark_indexed(conn, cluster_id)?;
-    Ok(true)
+    MARKER.is_set(conn, cluster_id)
 }
 
 /// Whether units of `cluster_id` were updated after the last window this server wrote
@@ -188,7 +204,7 @@ pub fn rebuild(conn: &Connection, cluster_id: &str) -> Result<usize, StorageErro
         units += 1;
     }
     counts.apply(conn, cluster_id)?;
-    mark_indexed(conn, cluster_id)?;
+    MARKER.mark(conn, cluster_id)?;
     Ok(units)
 }
 
@@ -326,7 +342,7 @@ pub fn keys_in_window(
 
 /// The smallest text greater than every text that starts with `prefix` (its last character
 /// incremented), or a text above every `DT` when there is none.
-fn after_prefix(prefix: &str) -> String {
+pub(super) fn after_prefix(prefix: &str) -> String {
     let mut chars: Vec<char> = prefix.chars().collect();
     while let Some(last) = chars.pop() {
         if let Some(next) = char::from_u32(u32::from(last) + 1) {
@@ -551,7 +567,7 @@ mod tests {
             keys_in_window(&conn, CLUSTER, Metric::AvgGpuUsage, &from, &to).unwrap(),
             None
         );
-        assert!(!start_cluster(&conn, CLUSTER).unwrap());
+        assert!(!MARKER.start_cluster(&conn, CLUSTER).unwrap());
         // Windows written meanwhile do not pretend to index it.
         write(
             &mut conn,

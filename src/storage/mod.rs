@@ -7,12 +7,14 @@
 
 pub mod admin;
 pub mod backup;
+pub mod cluster_indexes;
 pub mod functions;
 pub mod metric_keys;
 pub mod migrations;
 pub mod pool;
 pub mod queries;
 pub mod state;
+pub mod usage_rollup;
 pub mod window;
 pub mod write;
 

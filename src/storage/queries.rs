@@ -447,6 +447,12 @@ pub fn current_usage(
         });
     }
 
+    if let Some(rows) = rollup_current_usage(conn, query, &metric_items)? {
+        return Ok(CurrentUsage {
+            rows: Some(rows),
+            warnings,
+        });
+    }
     match run_current_usage(conn, query, &metric_items, "SUM") {
         Err(StorageError::Sqlite(error)) if error.to_string().contains("integer overflow") => {
             // Integer sums that overflow int64 are summed as floats instead of failing.
@@ -464,6 +470,72 @@ pub fn current_usage(
     })
 }
 
+/// Current usage from the usage buckets ([`usage_rollup`](super::usage_rollup)): whole
+/// hours, days and months of the window from buckets, its partial edge hours from
+/// `units`. `None` when the buckets cannot answer (the `daily_usage` mode, a group key
+/// other than user and project, a cluster without buckets, a sum the buckets cannot keep
+/// exactly): the caller then aggregates `units`.
+fn rollup_current_usage(
+    conn: &Connection,
+    query: &CurrentUsageQuery,
+    metric_items: &[(Metric, Vec<String>)],
+) -> Result<Option<Vec<Usage>>, StorageError> {
+    use super::usage_rollup::{cover, Totals, MARKER};
+
+    if query.experimental || !query.group_by.is_empty() {
+        return Ok(None);
+    }
+    let clusters = if query.filters.cluster_ids.is_empty() {
+        super::metric_keys::clusters_with_units(conn)?
+    } else {
+        query.filters.cluster_ids.clone()
+    };
+    for cluster_id in &clusters {
+        if !MARKER.is_set(conn, cluster_id)? {
+            return Ok(None);
+        }
+    }
+    let scoped = |sql: &mut Sql, terminated: &str| {
+        and_project_scope(sql, &query.scope, &query.filters);
+        sql.and_in("project", &query.filters.projects)
+            .and_in("cluster_id", &query.filters.cluster_ids);
+        if query.terminated_only {
+            sql.push(terminated);
+        }
+    };
+    let cover = cover(&query.window.from, &query.window.to);
+    let mut totals = Totals::default();
+    for range in &cover.units {
+        let mut sql = Sql::default();
+        sql.push("last_updated_at >= ")
+            .bind(range.low.clone())
+            .push(if range.high_inclusive {
+                " AND last_updated_at <= "
+            } else {
+                " AND last_updated_at < "
+            })
+            .bind(range.high.clone());
+        scoped(&mut sql, " AND ended_at_ts > 0");
+        totals.add_units(conn, &sql.text, &sql.params)?;
+    }
+    for range in &cover.buckets {
+        let mut sql = Sql::default();
+        sql.push("span = ")
+            .bind(range.span as i64)
+            .push(if range.low_inclusive {
+                " AND bucket >= "
+            } else {
+                " AND bucket > "
+            })
+            .bind(range.low.clone())
+            .push(" AND bucket < ")
+            .bind(range.high.clone());
+        scoped(&mut sql, " AND terminated = 1");
+        totals.add_buckets(conn, &sql.text, &sql.params)?;
+    }
+    Ok(totals.into_usage(query.fields, metric_items))
+}
+
 fn run_current_usage(
     conn: &Connection,
     query: &CurrentUsageQuery,
@@ -475,18 +547,30 @@ fn run_current_usage(
     } else {
         "units"
     };
-    let sum_of = |expression: &str| -> String {
-        if sum == "SUM" {
-            format!("SUM({expression})")
+    // `SUM(expression)`, or its overflow-free form which repeats the expression (and so
+    // its parameters).
+    let push_sum = |sql: &mut Sql, expression: &str, params: &[&str]| {
+        let repeats = if sum == "SUM" {
+            sql.push("SUM(").push(expression).push(")");
+            1
         } else {
-            format!("CASE WHEN COUNT({expression}) = 0 THEN NULL ELSE TOTAL({expression}) END")
+            sql.push("CASE WHEN COUNT(")
+                .push(expression)
+                .push(") = 0 THEN NULL ELSE TOTAL(")
+                .push(expression)
+                .push(") END");
+            2
+        };
+        for _ in 0..repeats {
+            sql.params
+                .extend(params.iter().map(|param| Value::Text(json_path(param))));
         }
     };
 
     let mut sql = Sql::default();
     sql.push("SELECT cluster_id, resource_manager, ");
     if query.experimental {
-        sql.push(&sum_of("num_units"));
+        push_sum(&mut sql, "num_units", &[]);
     } else {
         sql.push("COUNT(*)");
     }
@@ -500,20 +584,14 @@ fn run_current_usage(
             sql.bind(key.clone()).push(", ");
             let value = format!("json_extract({}, ?)", metric.column());
             match metric.weight_key() {
-                None => {
-                    sql.push(&sum_of(&value));
-                    sql.params.push(Value::Text(json_path(key)));
-                }
+                None => push_sum(&mut sql, &value, &[key]),
                 Some(weight_key) => {
                     let weight = "json_extract(total_time_seconds, ?)";
                     // `* 1.0`: a mean of integral values is not truncated (the reference
                     // divides integers when every stored value is integral).
-                    sql.push(&sum_of(&format!("{value} * {weight}")));
+                    push_sum(&mut sql, &format!("{value} * {weight}"), &[key, weight_key]);
                     sql.push(" * 1.0 / ");
-                    sql.push(&sum_of(weight));
-                    sql.params.push(Value::Text(json_path(key)));
-                    sql.params.push(Value::Text(json_path(weight_key)));
-                    sql.params.push(Value::Text(json_path(weight_key)));
+                    push_sum(&mut sql, weight, &[weight_key]);
                 }
             }
         }
@@ -560,7 +638,8 @@ fn run_current_usage(
             usage.username = text(row, 5)?;
         }
         for (index, (metric, _)) in metric_items.iter().enumerate() {
-            *usage.metrics.get_mut(*metric) = problems.metric(row, 6 + index)?;
+            *usage.metrics.get_mut(*metric) =
+                problems.decode(row, 6 + index, MetricMap::decode_sql_aggregate)?;
         }
         Ok(usage)
     })

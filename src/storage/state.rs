@@ -30,6 +30,7 @@ pub fn apply_auxiliary_schema(conn: &Connection) -> Result<(), StorageError> {
         CREATE INDEX IF NOT EXISTS idx_units_cluster_updated ON units (cluster_id, last_updated_at);",
     )?;
     conn.execute_batch(super::metric_keys::SCHEMA)?;
+    conn.execute_batch(super::usage_rollup::SCHEMA)?;
     Ok(())
 }
 

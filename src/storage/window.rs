@@ -8,8 +8,9 @@ use std::collections::{BTreeSet, HashMap};
 
 use rusqlite::Connection;
 
-use super::metric_keys::{self, KeyCounts};
+use super::metric_keys::{self, hour_of, KeyCounts};
 use super::state::{record_window, unit_already_started};
+use super::usage_rollup;
 use super::write::{
     fold_usage, upsert_daily_usage, upsert_project, upsert_unit, upsert_usage, upsert_user,
     usage_of_unit,
@@ -62,7 +63,11 @@ pub fn write_window(
 ) -> Result<WindowReport, StorageError> {
     let transaction = conn.transaction()?;
     let mut report = WindowReport::default();
-    let indexed = metric_keys::start_cluster(&transaction, rows.cluster_id)?;
+    let indexed = metric_keys::MARKER.start_cluster(&transaction, rows.cluster_id)?;
+    let rolled_up = usage_rollup::MARKER.start_cluster(&transaction, rows.cluster_id)?;
+    // Hours whose usage buckets this window changes: the one it writes, the ones its
+    // re-updated units leave.
+    let mut touched_hours = BTreeSet::new();
     let mut key_counts = KeyCounts::default();
     // In first-seen order, so the inserted groupname/resource_manager are the first unit's.
     let mut rollups: Vec<Usage> = Vec::new();
@@ -73,7 +78,7 @@ pub fn write_window(
         }
         let started_before = unit_already_started(&transaction, rows.cluster_id, &unit.uuid)?;
         let ignore = rows.ignored.contains(&unit.uuid);
-        let stored = if indexed {
+        let stored = if indexed || rolled_up {
             metric_keys::stored_unit(&transaction, rows.cluster_id, &unit.uuid, &unit.started_at)?
         } else {
             None
@@ -83,6 +88,10 @@ pub fn write_window(
             report.failed_rows += 1;
             continue;
         }
+        if let Some((last_updated_at, _)) = &stored {
+            touched_hours.insert(hour_of(last_updated_at).to_owned());
+        }
+        touched_hours.insert(hour_of(rows.end_dt).to_owned());
         if indexed {
             // The stored row's keys become the union of its old and new maps, updated now.
             if let Some((last_updated_at, metrics)) = &stored {
@@ -122,6 +131,9 @@ pub fn write_window(
     }
     if indexed {
         key_counts.apply(&transaction, rows.cluster_id)?;
+    }
+    if rolled_up {
+        usage_rollup::refresh(&transaction, rows.cluster_id, &touched_hours)?;
     }
     for user in rows.users {
         if let Err(error) = upsert_user(&transaction, user, rows.end_dt) {

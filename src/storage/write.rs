@@ -222,10 +222,14 @@ pub fn purge_expired_rows(
 ) -> Result<PurgedRows, StorageError> {
     let cutoff_dt = format_dt(cutoff_ms.div_euclid(1000), zone);
     super::metric_keys::forget_purged_units(transaction, cutoff_ms)?;
+    let touched_hours = super::usage_rollup::hours_of_purged_units(transaction, cutoff_ms)?;
     let units = transaction.execute(
         "DELETE FROM units WHERE ended_at_ts > 0 AND ended_at_ts <= ?1",
         [cutoff_ms],
     )?;
+    for (cluster_id, hours) in &touched_hours {
+        super::usage_rollup::refresh(transaction, cluster_id, hours)?;
+    }
     let usage = transaction.execute(
         "DELETE FROM usage WHERE last_updated_at <= ?1",
         [&cutoff_dt],

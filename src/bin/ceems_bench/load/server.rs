@@ -18,7 +18,9 @@ use super::workload::ADMIN;
 const SQL_TARGET: &str = "ceems_api_server::sql";
 
 /// How long the server may take to open a large database and answer `/health`.
-const START_TIMEOUT: Duration = Duration::from_secs(600);
+const START_TIMEOUT: Duration = Duration::from_secs(1800);
+/// The server's log message once every stored cluster has its indexes.
+const INDEXES_READY: &str = "indexes of the stored clusters ready";
 
 /// How many lines of the log are kept for an error message.
 const TAIL_LINES: usize = 40;
@@ -36,6 +38,8 @@ pub struct ServerLog {
     /// The first few ERROR and busy lines, as they were.
     pub problem_samples: Mutex<Vec<String>>,
     tail: Mutex<VecDeque<String>>,
+    /// Set once the server logged that every stored cluster has its indexes.
+    indexes_ready: AtomicBool,
 }
 
 impl ServerLog {
@@ -88,6 +92,9 @@ impl ServerLog {
                 tail.pop_front();
             }
             tail.push_back(line.to_owned());
+        }
+        if line.contains(INDEXES_READY) {
+            self.indexes_ready.store(true, Ordering::SeqCst);
         }
         let busy = line.contains("database is locked") || line.contains("SQLITE_BUSY");
         let error = line.contains(r#""level":"ERROR""#);
@@ -218,7 +225,11 @@ impl Server {
         let url = format!("http://{}/health", self.address);
         loop {
             // A plain HTTP/1.0 exchange: no client runtime needed here.
-            if http_get_status(self.address, "/health").ok() == Some(200) {
+            // Healthy, and done building the indexes a database written by an older
+            // server lacks (the first start on such a file builds them).
+            if self.log.indexes_ready.load(Ordering::SeqCst)
+                && http_get_status(self.address, "/health").ok() == Some(200)
+            {
                 return Ok(());
             }
             if let Some(status) = self.child.try_wait()? {
