@@ -4,6 +4,7 @@
 
 use rusqlite::Connection;
 
+use super::pool::WRITER_CACHE_KIB;
 use super::{metric_keys, usage_rollup, StorageError};
 
 /// Which indexes of a cluster were built, and from how many units.
@@ -17,6 +18,22 @@ pub struct Built {
 /// pipeline, about to write windows of the cluster), indexes are also rebuilt when units
 /// were updated after this server's last window: another server wrote to the file since.
 pub fn build_missing(
+    conn: &mut Connection,
+    cluster_id: &str,
+    before_writing: bool,
+) -> Result<Built, StorageError> {
+    // One pass over every unit and every bucket in one transaction: a page cache large
+    // enough to keep what it writes, for its duration only.
+    conn.pragma_update(None, "cache_size", REBUILD_CACHE_KIB)?;
+    let built = build_in_transaction(conn, cluster_id, before_writing);
+    conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
+    built
+}
+
+/// Page cache while indexes are built, in KiB (a negative `cache_size`).
+const REBUILD_CACHE_KIB: i64 = -262_144;
+
+fn build_in_transaction(
     conn: &mut Connection,
     cluster_id: &str,
     before_writing: bool,

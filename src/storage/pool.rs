@@ -301,9 +301,15 @@ fn open_writer_connection(file_path: &Path) -> Result<Connection, StorageError> 
     // either (only at checkpoints) and can lose at most the last commits on power loss,
     // whereas OFF can leave a corrupt file after an OS crash.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // A window's transaction re-reads the pages it wrote (usage buckets, indexes): with
+    // SQLite's default 2 MiB they spill to the WAL and are read back page by page.
+    conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
     register_metric_map_functions(&conn)?;
     Ok(conn)
 }
+
+/// Page cache of the writer connection, in KiB (a negative `cache_size`).
+pub const WRITER_CACHE_KIB: i64 = -65_536;
 
 /// Gathers the statistics SQLite's planner needs on large tables (`PRAGMA optimize` with a
 /// row limit per index, so it takes milliseconds). Without them the planner guesses, and
