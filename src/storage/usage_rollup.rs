@@ -42,9 +42,12 @@ CREATE TABLE IF NOT EXISTS usage_buckets (
     resource_manager TEXT NOT NULL,
     groupname TEXT NOT NULL,
     num_units INTEGER NOT NULL,
-    sums TEXT NOT NULL,
-    PRIMARY KEY (cluster_id, project, span, bucket, username, terminated)
-) WITHOUT ROWID;
+    sums TEXT NOT NULL
+);
+-- A rowid table with a small key index: rows hold kilobytes of sums, and a rebuild inserts
+-- them in time order, which keeps the table appended to and only the index scattered.
+CREATE UNIQUE INDEX IF NOT EXISTS idx_usage_buckets_key
+    ON usage_buckets (cluster_id, project, span, bucket, username, terminated);
 CREATE INDEX IF NOT EXISTS idx_usage_buckets_span ON usage_buckets (cluster_id, span, bucket);
 CREATE TABLE IF NOT EXISTS usage_bucket_clusters (
     cluster_id TEXT PRIMARY KEY NOT NULL,
@@ -395,9 +398,12 @@ struct GroupKey {
     terminated: bool,
 }
 
-/// A group's sums with the bare columns of its first unit.
+/// A group's sums with the bare columns of its latest unit (as SQLite's bare columns come
+/// from the last row it aggregated).
 #[derive(Debug, Clone, Default)]
 struct Group {
+    /// `last_updated_at` of the unit, or the key of the bucket, the bare columns are from.
+    latest: String,
     cluster_id: String,
     resource_manager: String,
     groupname: String,
@@ -407,7 +413,7 @@ struct Group {
 /// The unit columns read to aggregate units: group key, bare columns, the thirteen maps.
 fn unit_columns() -> String {
     format!(
-        "cluster_id, resource_manager, username, project, groupname, ended_at_ts > 0, {}",
+        "cluster_id, resource_manager, username, project, groupname, ended_at_ts > 0, last_updated_at, {}",
         metric_columns()
     )
 }
@@ -439,19 +445,21 @@ fn add_unit_row(
         username: username.clone().unwrap_or_default(),
         terminated,
     };
-    let group = groups.entry(key).or_insert_with(|| Group {
-        cluster_id: text(0).ok().flatten().unwrap_or_default(),
-        resource_manager: text(1).ok().flatten().unwrap_or_default(),
-        groupname: text(4).ok().flatten().unwrap_or_default(),
-        sums: Sums::default(),
-    });
+    let group = groups.entry(key).or_default();
+    let latest = text(6)?.unwrap_or_default();
+    if latest >= group.latest {
+        group.cluster_id = text(0)?.unwrap_or_default();
+        group.resource_manager = text(1)?.unwrap_or_default();
+        group.groupname = text(4)?.unwrap_or_default();
+        group.latest = latest;
+    }
     if username.is_none() || project.is_none() {
         // SQLite groups NULL apart from the empty text; buckets cannot.
         group.sums.inexact = true;
     }
     let mut columns: [Option<String>; 13] = Default::default();
     for (index, column) in columns.iter_mut().enumerate() {
-        *column = match row.get_ref(first + 6 + index)? {
+        *column = match row.get_ref(first + 7 + index)? {
             rusqlite::types::ValueRef::Text(bytes) => match std::str::from_utf8(bytes) {
                 Ok(text) => Some(text.to_owned()),
                 Err(_) => {
@@ -525,7 +533,8 @@ fn read_buckets(
 ) -> Result<HashMap<GroupKey, Group>, StorageError> {
     let mut statement = conn.prepare_cached(
         "SELECT project, username, terminated, resource_manager, groupname, num_units, sums
-         FROM usage_buckets WHERE cluster_id = ?1 AND span = ?2 AND bucket >= ?3 AND bucket < ?4",
+         FROM usage_buckets WHERE cluster_id = ?1 AND span = ?2 AND bucket >= ?3 AND bucket < ?4
+         ORDER BY bucket",
     )?;
     let mut rows = statement.query(params![
         cluster_id,
@@ -541,12 +550,11 @@ fn read_buckets(
             terminated: row.get(2)?,
         };
         let sums = Sums::decode(&row.get::<_, String>(6)?, row.get(5)?);
-        let group = groups.entry(key).or_insert_with(|| Group {
-            cluster_id: cluster_id.to_owned(),
-            resource_manager: row.get(3).unwrap_or_default(),
-            groupname: row.get(4).unwrap_or_default(),
-            sums: Sums::default(),
-        });
+        // In bucket order: the latest bucket's bare columns are kept.
+        let group = groups.entry(key).or_default();
+        group.cluster_id = cluster_id.to_owned();
+        group.resource_manager = row.get(3)?;
+        group.groupname = row.get(4)?;
         group.sums.merge(&sums);
     }
     Ok(groups)
@@ -739,7 +747,15 @@ pub struct Totals(HashMap<(String, String), Group>);
 impl Totals {
     fn merge(&mut self, key: &GroupKey, group: &Group) {
         match self.0.get_mut(&(key.username.clone(), key.project.clone())) {
-            Some(total) => total.sums.merge(&group.sums),
+            Some(total) => {
+                total.sums.merge(&group.sums);
+                if group.latest >= total.latest {
+                    total.latest.clone_from(&group.latest);
+                    total.cluster_id.clone_from(&group.cluster_id);
+                    total.resource_manager.clone_from(&group.resource_manager);
+                    total.groupname.clone_from(&group.groupname);
+                }
+            }
             None => {
                 self.0
                     .insert((key.username.clone(), key.project.clone()), group.clone());
@@ -778,7 +794,7 @@ impl Totals {
         params: &[rusqlite::types::Value],
     ) -> Result<(), StorageError> {
         let mut statement = conn.prepare_cached(&format!(
-            "SELECT cluster_id, resource_manager, username, project, groupname, terminated, num_units, sums
+            "SELECT cluster_id, resource_manager, username, project, groupname, terminated, num_units, sums, bucket
              FROM usage_buckets WHERE {predicate}"
         ))?;
         let mut rows = statement.query(rusqlite::params_from_iter(params))?;
@@ -790,6 +806,7 @@ impl Totals {
                 terminated: row.get(5)?,
             };
             let group = Group {
+                latest: row.get(8)?,
                 cluster_id: row.get(0)?,
                 resource_manager: row.get(1)?,
                 groupname: row.get(4)?,
@@ -957,7 +974,7 @@ mod tests {
             uuid: uuid.to_string(),
             project: format!("p{}", uuid % 3),
             username: format!("u{}", uuid % 5),
-            groupname: "g".into(),
+            groupname: format!("g{}", started_s % 7),
             started_at: format_dt(started_s, chrono_tz::UTC),
             started_at_ts: started_s * 1000,
             ended_at: ended_s.map_or("Unknown".into(), |s| format_dt(s, chrono_tz::UTC)),
@@ -1097,6 +1114,17 @@ mod tests {
                 units,
                 &format!("query {index}: {:?}", queries()[index]),
             );
+            // The group's bare `groupname` is one of its units' (SQLite: "an arbitrary row").
+            for row in buckets.rows.iter().flatten() {
+                let held: i64 = conn
+                    .query_row(
+                        "SELECT COUNT(*) FROM units WHERE username = ?1 AND project = ?2 AND groupname = ?3",
+                        [&row.username, &row.project, &row.groupname],
+                        |row| row.get(0),
+                    )
+                    .unwrap();
+                assert!(held > 0, "{row:?}");
+            }
         }
     }
 
@@ -1106,6 +1134,7 @@ mod tests {
         let rounded = |answer: &CurrentUsage| {
             let mut answer = answer.clone();
             for row in answer.rows.iter_mut().flatten() {
+                row.groupname.clear();
                 for metric in Metric::ALL {
                     for value in row.metrics.get_mut(metric).0.values_mut() {
                         *value = 0.0;

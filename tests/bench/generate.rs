@@ -86,6 +86,14 @@ fn a_small_dataset_is_consistent_and_reproducible() {
         ),
         3_001
     );
+    // The usage buckets count every unit once per span (month, day, hour).
+    assert_eq!(
+        scalar(
+            &conn,
+            "SELECT COUNT(*) FROM (SELECT span FROM usage_buckets GROUP BY span HAVING SUM(num_units) = 3001)"
+        ),
+        3
+    );
     // The server's indexes exist again after the bulk load.
     assert_eq!(
         scalar(&conn, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name LIKE 'idx_units_cluster_%'"),
