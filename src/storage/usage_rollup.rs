@@ -479,6 +479,26 @@ fn add_unit_row(
     Ok(())
 }
 
+/// `SELECT <leading><unit columns> FROM units <clause>` read along the
+/// `(cluster_id, last_updated_at)` index: with the sampled statistics of a large file the
+/// planner may prefer a full scan and an external sort of every unit's maps. Without the
+/// index (dropped by hand), the planner chooses.
+fn prepare_by_update_time<'c>(
+    conn: &'c Connection,
+    clause: &str,
+    leading: &str,
+) -> Result<rusqlite::CachedStatement<'c>, StorageError> {
+    let columns = unit_columns();
+    match conn.prepare_cached(&format!(
+        "SELECT {leading}{columns} FROM units INDEXED BY idx_units_cluster_updated {clause}"
+    )) {
+        Ok(statement) => Ok(statement),
+        Err(_) => {
+            Ok(conn.prepare_cached(&format!("SELECT {leading}{columns} FROM units {clause}"))?)
+        }
+    }
+}
+
 /// Recomputes the buckets of `cluster_id` that hold the hours in `hours` (hour prefixes of
 /// `last_updated_at`): each hour from its units, then each day from its hours, then each
 /// month from its days. Runs in the writer's transaction.
@@ -487,10 +507,11 @@ pub fn refresh(
     cluster_id: &str,
     hours: &BTreeSet<String>,
 ) -> Result<(), StorageError> {
-    let mut statement = conn.prepare_cached(&format!(
-        "SELECT {} FROM units WHERE cluster_id = ?1 AND last_updated_at >= ?2 AND last_updated_at < ?3",
-        unit_columns()
-    ))?;
+    let mut statement = prepare_by_update_time(
+        conn,
+        "WHERE cluster_id = ?1 AND last_updated_at >= ?2 AND last_updated_at < ?3",
+        "",
+    )?;
     for hour in hours {
         let mut groups = HashMap::new();
         let mut rows = statement.query(params![cluster_id, hour, after_prefix(hour)])?;
@@ -600,10 +621,11 @@ pub fn rebuild(conn: &Connection, cluster_id: &str) -> Result<usize, StorageErro
         "DELETE FROM usage_buckets WHERE cluster_id = ?1",
         [cluster_id],
     )?;
-    let mut statement = conn.prepare(&format!(
-        "SELECT substr(last_updated_at, 1, {HOUR}), {} FROM units WHERE cluster_id = ?1 ORDER BY last_updated_at",
-        unit_columns()
-    ))?;
+    let mut statement = prepare_by_update_time(
+        conn,
+        "WHERE cluster_id = ?1 ORDER BY last_updated_at",
+        &format!("substr(last_updated_at, 1, {HOUR}), "),
+    )?;
     let mut rows = statement.query([cluster_id])?;
     let mut units = 0;
     let mut hours = BTreeSet::new();
