@@ -372,27 +372,14 @@ pub fn clusters_with_units(conn: &Connection) -> Result<Vec<String>, StorageErro
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
-
     use super::*;
     use crate::model::time::format_dt;
     use crate::model::Unit;
-    use crate::storage::functions::register_metric_map_functions;
-    use crate::storage::migrations::migrate;
-    use crate::storage::state::apply_auxiliary_schema;
-    use crate::storage::window::{write_window, WindowRows};
+    use crate::storage::test_support::{database, write_at};
     use crate::storage::write::purge_expired_rows;
 
     const CLUSTER: &str = "c1";
     const EPOCH: i64 = 1_704_067_200; // 2024-01-01T00:00:00Z
-
-    fn database() -> Connection {
-        let mut conn = Connection::open_in_memory().unwrap();
-        register_metric_map_functions(&conn).unwrap();
-        migrate(&mut conn).unwrap();
-        apply_auxiliary_schema(&conn).unwrap();
-        conn
-    }
 
     /// A unit whose maps hold a key set that depends on `variant`: GPU maps on some,
     /// a key that only some units have, empty maps on others.
@@ -428,21 +415,7 @@ mod tests {
     }
 
     fn write(conn: &mut Connection, end_s: i64, units: &[Unit]) {
-        let end_dt = format_dt(end_s, chrono_tz::UTC);
-        write_window(
-            conn,
-            &WindowRows {
-                cluster_id: CLUSTER,
-                end_ms: end_s * 1000,
-                end_dt: &end_dt,
-                day_key_dt: &end_dt,
-                units,
-                ignored: &BTreeSet::new(),
-                users: &[],
-                projects: &[],
-            },
-        )
-        .unwrap();
+        write_at(conn, CLUSTER, end_s, units, &[]);
     }
 
     fn scanned(conn: &Connection, metric: Metric, from: &str, to: &str) -> Vec<String> {

@@ -14,6 +14,8 @@ pub mod migrations;
 pub mod pool;
 pub mod queries;
 pub mod state;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub mod usage_rollup;
 pub mod window;
 pub mod write;

@@ -920,23 +920,12 @@ mod tests {
     use super::*;
     use crate::model::time::format_dt;
     use crate::model::{CurrentUsageQuery, DtWindow, Filters, List, Metrics, Project, Scope, Unit};
-    use crate::storage::functions::register_metric_map_functions;
-    use crate::storage::migrations::migrate;
     use crate::storage::queries::{current_usage, CurrentUsage};
-    use crate::storage::state::apply_auxiliary_schema;
-    use crate::storage::window::{write_window, WindowRows};
+    use crate::storage::test_support::{database, write_at};
     use crate::storage::write::purge_expired_rows;
 
     const CLUSTER: &str = "c1";
     const EPOCH: i64 = 1_706_652_000; // 2024-01-30T22:00:00Z
-
-    fn database() -> Connection {
-        let mut conn = Connection::open_in_memory().unwrap();
-        register_metric_map_functions(&conn).unwrap();
-        migrate(&mut conn).unwrap();
-        apply_auxiliary_schema(&conn).unwrap();
-        conn
-    }
 
     /// A deterministic stream of numbers (a linear congruential generator).
     struct Numbers(u64);
@@ -1019,21 +1008,7 @@ mod tests {
     }
 
     fn write(conn: &mut Connection, end_s: i64, units: &[Unit]) {
-        let end_dt = format_dt(end_s, chrono_tz::UTC);
-        write_window(
-            conn,
-            &WindowRows {
-                cluster_id: CLUSTER,
-                end_ms: end_s * 1000,
-                end_dt: &end_dt,
-                day_key_dt: &end_dt,
-                units,
-                ignored: &BTreeSet::new(),
-                users: &[],
-                projects: &projects(),
-            },
-        )
-        .unwrap();
+        write_at(conn, CLUSTER, end_s, units, &projects());
     }
 
     /// Windows ending over 40 days across a month boundary, each writing new units and
