@@ -27,7 +27,10 @@ pub fn apply_auxiliary_schema(conn: &Connection) -> Result<(), StorageError> {
         -- Running units, the other half of the unit list's `ended in window OR running`.
         CREATE INDEX IF NOT EXISTS idx_units_cluster_user_running ON units (cluster_id, username) WHERE ended_at_ts = 0;
         CREATE INDEX IF NOT EXISTS idx_units_cluster_project_updated ON units (cluster_id, project, last_updated_at);
-        CREATE INDEX IF NOT EXISTS idx_units_cluster_updated ON units (cluster_id, last_updated_at);",
+        CREATE INDEX IF NOT EXISTS idx_units_cluster_updated ON units (cluster_id, last_updated_at);
+        -- A cluster's units by end time with every column the admin stats count: their
+        -- window is a range of it and the whole table a scan of it, not of the rows.
+        CREATE INDEX IF NOT EXISTS idx_units_cluster_ended ON units (cluster_id, ended_at, ended_at_ts, project, username, resource_manager);",
     )?;
     conn.execute_batch(super::metric_keys::SCHEMA)?;
     conn.execute_batch(super::usage_rollup::SCHEMA)?;

@@ -110,7 +110,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "PRAGMA cache_size = -1048576; PRAGMA synchronous = OFF;
              DROP INDEX IF EXISTS idx_units_cluster_user_ended;
              DROP INDEX IF EXISTS idx_units_cluster_project_updated;
-             DROP INDEX IF EXISTS idx_units_cluster_user_running;",
+             DROP INDEX IF EXISTS idx_units_cluster_user_running;
+             DROP INDEX IF EXISTS idx_units_cluster_ended;",
         )?;
         Ok(())
     }))?;
