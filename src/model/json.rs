@@ -20,7 +20,7 @@ impl Formatter for GoFormatter {
     where
         W: ?Sized + io::Write,
     {
-        writer.write_all(format_metric_value(value).as_bytes())
+        writer.write_all(MetricValueBuffer::default().format(value).as_bytes())
     }
 
     fn write_f32<W>(&mut self, writer: &mut W, value: f32) -> io::Result<()>
@@ -74,16 +74,92 @@ impl Formatter for GoFormatter {
 /// round-trip digits without point or exponent (Rust's `{}` for f64 does exactly that);
 /// every other value prints in fixed notation with exactly 8 decimals.
 pub fn format_metric_value(value: f64) -> String {
-    if !value.is_finite() {
-        return "0".to_owned();
+    let mut buffer = MetricValueBuffer::default();
+    buffer.format(value).to_owned()
+}
+
+/// A stack buffer that [`format_metric_value`]'s text is written into without allocating,
+/// for the common values: integers below 2^53 and non-integral values (all below 2^52).
+/// Anything else takes the formatter of the standard library.
+#[derive(Default)]
+pub struct MetricValueBuffer {
+    bytes: [u8; 32],
+    other: String,
+}
+
+impl MetricValueBuffer {
+    pub fn format(&mut self, value: f64) -> &str {
+        if !value.is_finite() {
+            return "0";
+        }
+        const TWO_POW_53: f64 = 9_007_199_254_740_992.0;
+        // -2^63 <= v < 2^63, as Go's int64 conversion check on amd64.
+        const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+        let end = self.bytes.len();
+        if value.fract() == 0.0 {
+            if value.abs() < TWO_POW_53 {
+                // Below 2^53 every integer is a float: its digits are the shortest ones.
+                let start = write_digits(&mut self.bytes, end, value.abs() as u64, 1);
+                return self.finish(start, value.is_sign_negative());
+            }
+            self.other = if (-TWO_POW_63..TWO_POW_63).contains(&value) {
+                format!("{value}")
+            } else {
+                format!("{value:.8}")
+            };
+            return &self.other;
+        }
+        // value = m × 2^-shift exactly, with m < 2^53 and shift > 0 (it has a fraction).
+        // The 8-decimal digits are round(m × 10^8 / 2^shift), to nearest, ties to even,
+        // as `{:.8}` rounds the exact binary value.
+        let bits = value.to_bits();
+        let exponent = ((bits >> 52) & 0x7ff) as i64;
+        let fraction = bits & ((1 << 52) - 1);
+        let (mantissa, shift) = if exponent == 0 {
+            (fraction, 1074)
+        } else {
+            (fraction | (1 << 52), 1075 - exponent)
+        };
+        let scaled = u128::from(mantissa) * 100_000_000;
+        let digits = if shift >= 128 {
+            // scaled < 2^80, far below half of 2^shift.
+            0
+        } else {
+            let mut quotient = scaled >> shift;
+            let remainder = scaled & ((1_u128 << shift) - 1);
+            let half = 1_u128 << (shift - 1);
+            if remainder > half || (remainder == half && quotient & 1 == 1) {
+                quotient += 1;
+            }
+            quotient
+        };
+        // Below 2^52 × 10^8 / 10^8: both parts fit in u64.
+        let (units, decimals) = (digits / 100_000_000, digits % 100_000_000);
+        let start = write_digits(&mut self.bytes, end, decimals as u64, 8);
+        self.bytes[start - 1] = b'.';
+        let start = write_digits(&mut self.bytes, start - 1, units as u64, 1);
+        self.finish(start, value.is_sign_negative())
     }
-    // -2^63 <= v < 2^63, as Go's int64 conversion check on amd64.
-    const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
-    if value.fract() == 0.0 && (-TWO_POW_63..TWO_POW_63).contains(&value) {
-        format!("{value}")
-    } else {
-        format!("{value:.8}")
+
+    fn finish(&mut self, mut start: usize, negative: bool) -> &str {
+        if negative {
+            start -= 1;
+            self.bytes[start] = b'-';
+        }
+        std::str::from_utf8(&self.bytes[start..]).expect("ASCII digits")
     }
+}
+
+/// Writes the decimal digits of `value`, at least `width` of them (zero-padded), so that
+/// they end just before `end`; returns where they start.
+fn write_digits(bytes: &mut [u8], end: usize, mut value: u64, width: usize) -> usize {
+    let mut start = end;
+    while value > 0 || end - start < width {
+        start -= 1;
+        bytes[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+    start
 }
 
 /// Serializes `value` with [`GoFormatter`] into a byte vector, without a trailing newline.
@@ -155,6 +231,64 @@ mod tests {
         ];
         for (value, expected) in cases {
             assert_eq!(format_metric_value(*value), *expected, "value {value:e}");
+        }
+    }
+
+    /// The standard library's formatting, which the stack buffer must print identically.
+    fn std_metric_value(value: f64) -> String {
+        if !value.is_finite() {
+            return "0".to_owned();
+        }
+        const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+        if value.fract() == 0.0 && (-TWO_POW_63..TWO_POW_63).contains(&value) {
+            format!("{value}")
+        } else {
+            format!("{value:.8}")
+        }
+    }
+
+    #[test]
+    fn eight_decimal_ties_round_to_even_as_the_standard_library() {
+        // j / 2^k for odd j has a 5 at the ninth decimal place and beyond when k >= 9:
+        // the exact ties and their neighbours.
+        for k in 9..40 {
+            for j in (1_u64..2000).step_by(2) {
+                let value = j as f64 / (1_u64 << k) as f64;
+                for value in [value, -value, value + 1e6, value * 3.0] {
+                    assert_eq!(
+                        format_metric_value(value),
+                        std_metric_value(value),
+                        "{value:e}"
+                    );
+                }
+            }
+        }
+        for value in [
+            f64::MIN_POSITIVE,
+            5e-324,
+            -5e-324,
+            4.999999995e-9,
+            0.1,
+            1e15 + 0.5,
+        ] {
+            assert_eq!(
+                format_metric_value(value),
+                std_metric_value(value),
+                "{value:e}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_float_prints_as_the_standard_library(bits in proptest::num::u64::ANY) {
+            let value = f64::from_bits(bits);
+            proptest::prop_assert_eq!(format_metric_value(value), std_metric_value(value));
+        }
+
+        #[test]
+        fn metric_sized_floats_print_as_the_standard_library(value in -1e13_f64..1e13) {
+            proptest::prop_assert_eq!(format_metric_value(value), std_metric_value(value));
         }
     }
 
