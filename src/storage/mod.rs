@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod backup;
 pub mod cluster_indexes;
+mod flat_json;
 pub mod functions;
 pub mod metric_keys;
 pub mod migrations;

@@ -19,12 +19,14 @@
 //! string, a nested object, malformed JSON, a NULL user or project) makes its bucket
 //! *inexact*; a window that meets an inexact bucket is answered from `units` instead.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use rusqlite::{params, Connection, Row};
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use super::flat_json::{self, Number};
 use super::metric_keys::{after_prefix, metric_columns, ClusterMarker};
 use super::StorageError;
 use crate::model::values::round_to_15_digits;
@@ -185,6 +187,27 @@ impl Scalar {
     }
 }
 
+impl From<Number> for Scalar {
+    fn from(number: Number) -> Self {
+        match number {
+            Number::Int(value) => Scalar::Int(value),
+            Number::Real(value) => Scalar::Real(value),
+        }
+    }
+}
+
+impl From<Number> for Sum {
+    fn from(number: Number) -> Self {
+        match number {
+            Number::Int(value) => Sum::Int(value),
+            Number::Real(value) => Sum::Real {
+                sum: value,
+                err: 0.0,
+            },
+        }
+    }
+}
+
 impl<'de> serde::Deserialize<'de> for Scalar {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct ScalarVisitor;
@@ -230,12 +253,21 @@ impl<'de> serde::Deserialize<'de> for Scalar {
 /// The keys and values of a stored map column as `json_extract` sees them: a NULL column
 /// or JSON that is not an object holds no key; text that is not JSON is [`Inexact`]
 /// (SQLite fails on it, and JSON5 is read by SQLite only).
-fn scalars(text: Option<&str>) -> Result<Vec<(String, Scalar)>, Inexact> {
+fn scalars(text: Option<&str>) -> Result<Vec<(Cow<'_, str>, Scalar)>, Inexact> {
     let Some(text) = text else {
         return Ok(Vec::new());
     };
+    if let Some(entries) = flat_json::numbers(text) {
+        return Ok(entries
+            .into_iter()
+            .map(|(key, number)| (Cow::Borrowed(key), Scalar::from(number)))
+            .collect());
+    }
     match serde_json::from_str::<BTreeMap<String, Scalar>>(text) {
-        Ok(map) => Ok(map.into_iter().collect()),
+        Ok(map) => Ok(map
+            .into_iter()
+            .map(|(key, value)| (Cow::Owned(key), value))
+            .collect()),
         Err(_) if serde_json::from_str::<IgnoredAny>(text).is_ok() => Ok(Vec::new()),
         Err(_) => Err(Inexact),
     }
@@ -277,7 +309,7 @@ impl Sums {
     /// Adds one unit from its thirteen map columns (in [`Metric::ALL`] order).
     fn add_unit(&mut self, columns: &[Option<&str>; 13]) {
         self.num_units += 1;
-        let mut decoded: [Vec<(String, Scalar)>; 13] = Default::default();
+        let mut decoded: [Vec<(Cow<'_, str>, Scalar)>; 13] = Default::default();
         for (index, text) in columns.iter().enumerate() {
             match scalars(*text) {
                 Ok(values) => decoded[index] = values,
@@ -353,6 +385,19 @@ impl Sums {
             num_units,
             ..Sums::default()
         };
+        if let Some(columns) = flat_json::nested_numbers(text) {
+            for (column, values) in columns {
+                let Some(metric) = Metric::from_column(column) else {
+                    sums.inexact = true;
+                    continue;
+                };
+                let map = sums.map_mut(metric);
+                for (key, number) in values {
+                    map.insert(key.to_owned(), Sum::from(number));
+                }
+            }
+            return sums;
+        }
         let parsed: Result<BTreeMap<String, BTreeMap<String, Scalar>>, _> =
             serde_json::from_str(text);
         let Ok(parsed) = parsed else {
