@@ -107,8 +107,11 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// The entries of one `{"key":number,...}` object, keys borrowed from the text.
+pub type Numbers<'a> = Vec<(&'a str, Number)>;
+
 /// The entries of `{"key":number,...}`, or `None` when `text` is not in that form.
-pub fn numbers(text: &str) -> Option<Vec<(&str, Number)>> {
+pub fn numbers(text: &str) -> Option<Numbers<'_>> {
     let mut cursor = Cursor { text, at: 0 };
     let entries = cursor.object(Cursor::number)?;
     (cursor.at == text.len()).then_some(entries)
@@ -116,7 +119,7 @@ pub fn numbers(text: &str) -> Option<Vec<(&str, Number)>> {
 
 /// The entries of `{"name":{"key":number,...},...}`, or `None` when `text` is not in that
 /// form.
-pub fn nested_numbers(text: &str) -> Option<Vec<(&str, Vec<(&str, Number)>)>> {
+pub fn nested_numbers(text: &str) -> Option<Vec<(&str, Numbers<'_>)>> {
     let mut cursor = Cursor { text, at: 0 };
     let entries = cursor.object(|inner| inner.object(Cursor::number))?;
     (cursor.at == text.len()).then_some(entries)
