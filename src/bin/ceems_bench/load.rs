@@ -108,7 +108,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let db = args.data.join("ceems.db");
     anyhow::ensure!(db.is_file(), "{} does not exist", db.display());
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
-    let users = workload::pick_users(&db, args.users, now)?;
+    let users = workload::pick_users(&db, args.users, now, &args.time_zone)?;
     let work_dir = std::env::temp_dir().join(format!("ceems-bench-load-{}", std::process::id()));
     std::fs::create_dir_all(&work_dir)?;
     let result = measure_all(args, &db, &users, now, &work_dir);
