@@ -97,7 +97,7 @@ fn a_small_dataset_is_consistent_and_reproducible() {
     // The server's indexes exist again after the bulk load.
     assert_eq!(
         scalar(&conn, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name LIKE 'idx_units_cluster_%'"),
-        4
+        5
     );
 
     // The same seed gives the same units.
