@@ -88,6 +88,13 @@ impl KeyCounts {
         }
     }
 
+    /// Adds the changes of `other`.
+    pub fn merge(&mut self, other: KeyCounts) {
+        for (key, delta) in other.0 {
+            *self.0.entry(key).or_insert(0) += delta;
+        }
+    }
+
     /// Writes the changes: counts added, rows that reach zero deleted.
     pub fn apply(&self, conn: &Connection, cluster_id: &str) -> Result<(), StorageError> {
         let mut upsert = conn.prepare_cached(

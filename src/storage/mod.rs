@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod backup;
+pub mod bulk;
 pub mod cluster_indexes;
 mod flat_json;
 pub mod functions;

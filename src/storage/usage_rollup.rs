@@ -463,65 +463,176 @@ fn unit_columns() -> String {
     )
 }
 
+/// One unit as the buckets read it: group key, bare columns, the thirteen map texts.
+pub(super) struct BucketUnit<'a> {
+    pub cluster_id: &'a str,
+    pub resource_manager: &'a str,
+    /// `None` for a SQL NULL, which SQLite groups apart from the empty text.
+    pub username: Option<&'a str>,
+    pub project: Option<&'a str>,
+    pub groupname: &'a str,
+    pub terminated: bool,
+    pub last_updated_at: &'a str,
+    /// In [`Metric::ALL`] order; `None` for NULL.
+    pub columns: [Option<&'a str>; 13],
+    /// A map column held something other than UTF-8 text or NULL.
+    pub malformed: bool,
+}
+
+/// Adds `unit` to its group in `groups`.
+fn add_unit(groups: &mut HashMap<GroupKey, Group>, unit: &BucketUnit<'_>) {
+    let key = GroupKey {
+        project: unit.project.unwrap_or_default().to_owned(),
+        username: unit.username.unwrap_or_default().to_owned(),
+        terminated: unit.terminated,
+    };
+    let group = groups.entry(key).or_default();
+    if unit.last_updated_at >= group.latest.as_str() {
+        unit.cluster_id.clone_into(&mut group.cluster_id);
+        unit.resource_manager
+            .clone_into(&mut group.resource_manager);
+        unit.groupname.clone_into(&mut group.groupname);
+        unit.last_updated_at.clone_into(&mut group.latest);
+    }
+    if unit.username.is_none() || unit.project.is_none() || unit.malformed {
+        // SQLite groups NULL apart from the empty text; buckets cannot.
+        group.sums.inexact = true;
+    }
+    group.sums.add_unit(&unit.columns);
+}
+
 /// Reads one row of [`unit_columns`], starting at column `first`, into `groups`.
 fn add_unit_row(
     row: &Row<'_>,
     first: usize,
     groups: &mut HashMap<GroupKey, Group>,
 ) -> rusqlite::Result<()> {
-    let text = |index: usize| -> rusqlite::Result<Option<String>> {
+    let text = |index: usize| -> rusqlite::Result<Option<Cow<'_, str>>> {
         Ok(match row.get_ref(first + index)? {
-            rusqlite::types::ValueRef::Text(bytes) => {
-                Some(String::from_utf8_lossy(bytes).into_owned())
-            }
+            rusqlite::types::ValueRef::Text(bytes) => Some(String::from_utf8_lossy(bytes)),
             rusqlite::types::ValueRef::Null => None,
-            other => Some(match other {
-                rusqlite::types::ValueRef::Integer(value) => value.to_string(),
-                rusqlite::types::ValueRef::Real(value) => value.to_string(),
-                _ => String::new(),
-            }),
+            rusqlite::types::ValueRef::Integer(value) => Some(Cow::Owned(value.to_string())),
+            rusqlite::types::ValueRef::Real(value) => Some(Cow::Owned(value.to_string())),
+            rusqlite::types::ValueRef::Blob(_) => Some(Cow::Borrowed("")),
         })
     };
+    let cluster_id = text(0)?;
+    let resource_manager = text(1)?;
     let username = text(2)?;
     let project = text(3)?;
+    let groupname = text(4)?;
     let terminated = row.get::<_, Option<bool>>(first + 5)?.unwrap_or(false);
-    let key = GroupKey {
-        project: project.clone().unwrap_or_default(),
-        username: username.clone().unwrap_or_default(),
-        terminated,
-    };
-    let group = groups.entry(key).or_default();
-    let latest = text(6)?.unwrap_or_default();
-    if latest >= group.latest {
-        group.cluster_id = text(0)?.unwrap_or_default();
-        group.resource_manager = text(1)?.unwrap_or_default();
-        group.groupname = text(4)?.unwrap_or_default();
-        group.latest = latest;
-    }
-    if username.is_none() || project.is_none() {
-        // SQLite groups NULL apart from the empty text; buckets cannot.
-        group.sums.inexact = true;
-    }
-    let mut columns: [Option<String>; 13] = Default::default();
+    let last_updated_at = text(6)?;
+    let mut malformed = false;
+    let mut columns: [Option<&str>; 13] = [None; 13];
     for (index, column) in columns.iter_mut().enumerate() {
         *column = match row.get_ref(first + 7 + index)? {
             rusqlite::types::ValueRef::Text(bytes) => match std::str::from_utf8(bytes) {
-                Ok(text) => Some(text.to_owned()),
+                Ok(text) => Some(text),
                 Err(_) => {
-                    group.sums.inexact = true;
+                    malformed = true;
                     None
                 }
             },
             rusqlite::types::ValueRef::Null => None,
             _ => {
-                group.sums.inexact = true;
+                malformed = true;
                 None
             }
         };
     }
-    let borrowed: [Option<&str>; 13] = std::array::from_fn(|index| columns[index].as_deref());
-    group.sums.add_unit(&borrowed);
+    add_unit(
+        groups,
+        &BucketUnit {
+            cluster_id: cluster_id.as_deref().unwrap_or_default(),
+            resource_manager: resource_manager.as_deref().unwrap_or_default(),
+            username: username.as_deref(),
+            project: project.as_deref(),
+            groupname: groupname.as_deref().unwrap_or_default(),
+            terminated,
+            last_updated_at: last_updated_at.as_deref().unwrap_or_default(),
+            columns,
+            malformed,
+        },
+    );
     Ok(())
+}
+
+/// The hour buckets of one cluster built from its units in `last_updated_at` order (a
+/// rebuild, a bulk load): each hour is written when the next one starts, then every day
+/// and month is derived once from them.
+pub(super) struct HourBuckets {
+    cluster_id: String,
+    current: Option<String>,
+    groups: HashMap<GroupKey, Group>,
+    hours: BTreeSet<String>,
+}
+
+impl HourBuckets {
+    /// Deletes every bucket of `cluster_id`: they are about to be written again.
+    pub fn start(conn: &Connection, cluster_id: &str) -> Result<Self, StorageError> {
+        conn.execute(
+            "DELETE FROM usage_buckets WHERE cluster_id = ?1",
+            [cluster_id],
+        )?;
+        Ok(Self {
+            cluster_id: cluster_id.to_owned(),
+            current: None,
+            groups: HashMap::new(),
+            hours: BTreeSet::new(),
+        })
+    }
+
+    /// Adds a unit of hour `hour`; hours must come in ascending order.
+    pub fn add(
+        &mut self,
+        conn: &Connection,
+        hour: &str,
+        unit: &BucketUnit<'_>,
+    ) -> Result<(), StorageError> {
+        self.enter(conn, hour)?;
+        add_unit(&mut self.groups, unit);
+        Ok(())
+    }
+
+    /// As [`HourBuckets::add`], from a row of [`unit_columns`] starting at column `first`.
+    fn add_row(
+        &mut self,
+        conn: &Connection,
+        hour: &str,
+        row: &Row<'_>,
+        first: usize,
+    ) -> Result<(), StorageError> {
+        self.enter(conn, hour)?;
+        add_unit_row(row, first, &mut self.groups)?;
+        Ok(())
+    }
+
+    /// Writes the hour being built when `hour` is another one.
+    fn enter(&mut self, conn: &Connection, hour: &str) -> Result<(), StorageError> {
+        if self.current.as_deref() != Some(hour) {
+            self.write_current(conn)?;
+            self.hours.insert(hour.to_owned());
+            self.current = Some(hour.to_owned());
+        }
+        Ok(())
+    }
+
+    fn write_current(&mut self, conn: &Connection) -> Result<(), StorageError> {
+        if let Some(done) = self.current.take() {
+            replace_bucket(conn, &self.cluster_id, HOUR, &done, &self.groups)?;
+            self.groups.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes the last hour, derives every day and month, and marks the cluster's buckets
+    /// complete.
+    pub fn finish(mut self, conn: &Connection) -> Result<(), StorageError> {
+        self.write_current(conn)?;
+        refresh_coarser(conn, &self.cluster_id, &self.hours)?;
+        MARKER.mark(conn, &self.cluster_id)
+    }
 }
 
 /// `SELECT <leading><unit columns> FROM units <clause>` read along the
@@ -662,10 +773,7 @@ fn replace_bucket(
 /// Builds every bucket of `cluster_id` from its units (a database written without them).
 /// One pass over the cluster's units in `last_updated_at` order, an hour at a time.
 pub fn rebuild(conn: &Connection, cluster_id: &str) -> Result<usize, StorageError> {
-    conn.execute(
-        "DELETE FROM usage_buckets WHERE cluster_id = ?1",
-        [cluster_id],
-    )?;
+    let mut buckets = HourBuckets::start(conn, cluster_id)?;
     let mut statement = prepare_by_update_time(
         conn,
         "WHERE cluster_id = ?1 ORDER BY last_updated_at",
@@ -673,29 +781,14 @@ pub fn rebuild(conn: &Connection, cluster_id: &str) -> Result<usize, StorageErro
     )?;
     let mut rows = statement.query([cluster_id])?;
     let mut units = 0;
-    let mut hours = BTreeSet::new();
-    let mut current: Option<String> = None;
-    let mut groups = HashMap::new();
     while let Some(row) = rows.next()? {
         let hour: String = row.get::<_, Option<String>>(0)?.unwrap_or_default();
-        if current.as_deref() != Some(hour.as_str()) {
-            if let Some(done) = current.take() {
-                replace_bucket(conn, cluster_id, HOUR, &done, &groups)?;
-                groups.clear();
-            }
-            hours.insert(hour.clone());
-            current = Some(hour);
-        }
-        add_unit_row(row, 1, &mut groups)?;
+        buckets.add_row(conn, &hour, row, 1)?;
         units += 1;
-    }
-    if let Some(done) = current {
-        replace_bucket(conn, cluster_id, HOUR, &done, &groups)?;
     }
     drop(rows);
     drop(statement);
-    refresh_coarser(conn, cluster_id, &hours)?;
-    MARKER.mark(conn, cluster_id)?;
+    buckets.finish(conn)?;
     Ok(units)
 }
 
@@ -964,81 +1057,13 @@ mod tests {
 
     use super::*;
     use crate::model::time::format_dt;
-    use crate::model::{CurrentUsageQuery, DtWindow, Filters, List, Metrics, Project, Scope, Unit};
+    use crate::model::{CurrentUsageQuery, DtWindow, Filters, List, Project, Scope, Unit};
     use crate::storage::queries::{current_usage, CurrentUsage};
-    use crate::storage::test_support::{database, write_at};
+    use crate::storage::test_support::{database, random_unit, write_at, Numbers};
     use crate::storage::write::purge_expired_rows;
 
     const CLUSTER: &str = "c1";
     const EPOCH: i64 = 1_706_652_000; // 2024-01-30T22:00:00Z
-
-    /// A deterministic stream of numbers (a linear congruential generator).
-    struct Numbers(u64);
-
-    impl Numbers {
-        fn next(&mut self, below: u64) -> u64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (self.0 >> 33) % below
-        }
-
-        /// An integral value, a real one, or a large one, as metric maps hold them.
-        fn value(&mut self) -> f64 {
-            match self.next(4) {
-                0 => self.next(1000) as f64,
-                1 => self.next(100_000) as f64 / 7.0,
-                2 => 1e15 + self.next(1000) as f64 * 0.25,
-                _ => 0.0,
-            }
-        }
-    }
-
-    /// A unit with random maps: keys that some units lack, GPU maps on some, zero and
-    /// missing weights.
-    fn unit(numbers: &mut Numbers, uuid: u64, started_s: i64, ended_s: Option<i64>) -> Unit {
-        let mut map = |keys: &[&str]| {
-            let mut map = MetricMap::default();
-            for key in keys {
-                if numbers.next(5) > 0 {
-                    map.0.insert((*key).to_owned(), numbers.value());
-                }
-            }
-            map
-        };
-        let mut metrics = Metrics {
-            total_time_seconds: map(&["walltime", "alloc_cputime", "alloc_cpumemtime"]),
-            avg_cpu_usage: map(&["global"]),
-            avg_cpu_mem_usage: map(&["global"]),
-            total_cpu_energy_usage_kwh: map(&["total"]),
-            total_cpu_emissions_gms: map(&["rte", "owid"]),
-            total_io_read_stats: map(&["bytes", "requests"]),
-            ..Metrics::default()
-        };
-        if uuid % 3 == 0 {
-            metrics.avg_gpu_usage = map(&["global"]);
-            metrics.total_gpu_energy_usage_kwh = map(&["total"]);
-            metrics
-                .total_time_seconds
-                .0
-                .insert("alloc_gputime".into(), (uuid % 4) as f64 * 60.0);
-        }
-        Unit {
-            cluster_id: CLUSTER.into(),
-            resource_manager: "slurm".into(),
-            uuid: uuid.to_string(),
-            project: format!("p{}", uuid % 3),
-            username: format!("u{}", uuid % 5),
-            groupname: format!("g{}", started_s % 7),
-            started_at: format_dt(started_s, chrono_tz::UTC),
-            started_at_ts: started_s * 1000,
-            ended_at: ended_s.map_or("Unknown".into(), |s| format_dt(s, chrono_tz::UTC)),
-            ended_at_ts: ended_s.map_or(0, |s| s * 1000),
-            metrics,
-            ..Unit::default()
-        }
-    }
 
     fn projects() -> Vec<Project> {
         (0..3)
@@ -1059,7 +1084,7 @@ mod tests {
     /// Windows ending over 40 days across a month boundary, each writing new units and
     /// updating running ones again (with new values), which moves them to a later hour.
     fn history(conn: &mut Connection) {
-        let mut numbers = Numbers(7);
+        let mut numbers = Numbers::new(7);
         let mut running: Vec<(u64, i64)> = Vec::new();
         let mut uuid = 0;
         let mut end = EPOCH;
@@ -1071,17 +1096,29 @@ mod tests {
                 let started = end - 600;
                 if numbers.next(3) == 0 {
                     running.push((uuid, started));
-                    units.push(unit(&mut numbers, uuid, started, None));
+                    units.push(random_unit(&mut numbers, CLUSTER, uuid, started, None));
                 } else {
-                    units.push(unit(&mut numbers, uuid, started, Some(end - 60)));
+                    units.push(random_unit(
+                        &mut numbers,
+                        CLUSTER,
+                        uuid,
+                        started,
+                        Some(end - 60),
+                    ));
                 }
             }
             let mut still_running = Vec::new();
             for (id, started) in running.drain(..) {
                 match numbers.next(3) {
-                    0 => units.push(unit(&mut numbers, id, started, Some(end - 30))),
+                    0 => units.push(random_unit(
+                        &mut numbers,
+                        CLUSTER,
+                        id,
+                        started,
+                        Some(end - 30),
+                    )),
                     1 => {
-                        units.push(unit(&mut numbers, id, started, None));
+                        units.push(random_unit(&mut numbers, CLUSTER, id, started, None));
                         still_running.push((id, started));
                     }
                     _ => still_running.push((id, started)),
