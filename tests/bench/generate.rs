@@ -47,13 +47,21 @@ fn a_small_dataset_is_consistent_and_reproducible() {
     );
     assert_eq!(scalar(&conn, "SELECT COUNT(*) FROM users"), 40);
     assert_eq!(scalar(&conn, "SELECT COUNT(*) FROM projects"), 8);
-    // Units are spread over the 20 days before --end, the last day has running jobs.
+    // Units are spread over the 20 days before --end in hourly windows (the last ends at
+    // --end, midnight of a 21st day), the last day has running jobs.
     assert_eq!(
         scalar(
             &conn,
             "SELECT COUNT(DISTINCT substr(last_updated_at, 1, 10)) FROM units"
         ),
-        20
+        21
+    );
+    assert_eq!(
+        scalar(
+            &conn,
+            "SELECT num_windows FROM collect_state WHERE last_window_end_ts = 1767225600000"
+        ),
+        20 * 24
     );
     assert!(scalar(&conn, "SELECT COUNT(*) FROM units WHERE ended_at_ts = 0") > 0);
     assert_eq!(

@@ -1,14 +1,14 @@
 //! `ceems_bench generate`: a database of N units as a large centre's year would leave it,
-//! written window by window through the server's own storage code
-//! ([`write_window`], one transaction per day), so units, usage, daily usage, users,
-//! projects and the resume point are exactly what the update loop would have stored.
+//! one collect window per hour (`--window-minutes`), written through the server's own
+//! bulk path ([`BulkLoader`]): units, usage, daily usage, the key index, the usage buckets, users,
+//! projects and the resume point are what the update loop's `write_window` would have
+//! stored for the same windows (a storage test compares both), at insert speed.
 //!
 //! The population is seeded and deterministic: users with log-normal activity (a few heavy
 //! users, a long tail), each in one to three projects; jobs with log-normal durations (a
 //! minute to three days), CPU counts from one core to several nodes, 15 % GPU jobs, SLURM's
 //! end states, and every metric map the Prometheus updater fills.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Instant;
@@ -18,9 +18,8 @@ use ceems_api_server::model::time::{format_dt, format_dtz};
 use ceems_api_server::model::{Generic, List, MetricMap, Metrics, Project, Unit, User};
 use ceems_api_server::pipeline::day_key;
 use ceems_api_server::resource::demo::{format_elapsed, SplitMix64};
-use ceems_api_server::storage::state::apply_auxiliary_schema;
-use ceems_api_server::storage::window::{write_window, WindowRows};
-use ceems_api_server::storage::{Database, DATABASE_FILE_NAME};
+use ceems_api_server::storage::bulk::{BulkLoader, BulkWindow};
+use ceems_api_server::storage::{StorageError, DATABASE_FILE_NAME};
 use chrono_tz::Tz;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -54,6 +53,10 @@ pub struct Args {
     /// Time zone of the stored dates (the server's `TZ`).
     #[arg(long, default_value = "UTC")]
     pub time_zone: Tz,
+    /// Length of a collect window in minutes (a divisor of a day): units are written by
+    /// the window they ended in, and last updated at its end.
+    #[arg(long, default_value_t = 60)]
+    pub window_minutes: i64,
     /// Seed of the population and of every job.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -65,6 +68,9 @@ pub struct Args {
 pub fn run(args: &Args) -> anyhow::Result<()> {
     if args.days < 1 {
         bail!("--days must be at least 1");
+    }
+    if args.window_minutes < 1 || DAY_MS % (args.window_minutes * 60_000) != 0 {
+        bail!("--window-minutes must divide a day");
     }
     let database_path = args.out.join(DATABASE_FILE_NAME);
     if database_path.exists() {
@@ -94,27 +100,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         seed: args.seed,
         units: args.units,
         days: args.days,
+        window_ms: args.window_minutes * 60_000,
         end_ms,
     };
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let db = Database::open(&args.out)
-        .with_context(|| format!("opening {}", database_path.display()))?;
-    // A bulk load: a large page cache, no fsync (the file is thrown away if the run dies),
-    // and the server's own secondary indexes built once at the end, in order, rather than
-    // kept up to date row by row.
-    runtime.block_on(db.write(|conn| {
-        conn.execute_batch(
-            "PRAGMA cache_size = -1048576; PRAGMA synchronous = OFF;
-             DROP INDEX IF EXISTS idx_units_cluster_user_ended;
-             DROP INDEX IF EXISTS idx_units_cluster_project_updated;
-             DROP INDEX IF EXISTS idx_units_cluster_user_running;
-             DROP INDEX IF EXISTS idx_units_cluster_ended;",
-        )?;
-        Ok(())
-    }))?;
+    let mut loader = BulkLoader::open(&args.out, &args.cluster_id)
+        .with_context(|| format!("creating {}", database_path.display()))?;
     let progress = if args.quiet {
         ProgressBar::hidden()
     } else {
@@ -127,70 +118,46 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .progress_chars("=> "),
     );
 
-    // One thread makes the days' units while this one writes the previous day.
-    let (sender, receiver) = mpsc::sync_channel::<Day>(2);
+    // One thread makes the days' units, encodes their maps and folds their usage while
+    // this one writes the previous day.
+    let (sender, receiver) = mpsc::sync_channel::<anyhow::Result<Vec<BulkWindow>>>(2);
     let maker = std::thread::spawn(move || {
         for day in 0..generator.days {
-            if sender.send(generator.day(day)).is_err() {
+            let windows = generator.day(day).map_err(anyhow::Error::from);
+            if sender.send(windows).is_err() {
                 return;
             }
         }
     });
     let started = Instant::now();
-    let mut written = 0_u64;
-    for day in receiver {
-        let count = day.units.len() as u64;
-        let report = runtime.block_on(db.write(move |conn| {
-            write_window(
-                conn,
-                &WindowRows {
-                    cluster_id: &day.cluster_id,
-                    end_ms: day.end_ms,
-                    end_dt: &day.end_dt,
-                    day_key_dt: &day.day_key_dt,
-                    units: &day.units,
-                    ignored: &BTreeSet::new(),
-                    users: &day.users,
-                    projects: &day.projects,
-                },
-            )
-        }))?;
-        if report.failed_rows > 0 {
-            bail!("{} rows failed in a window", report.failed_rows);
+    for windows in receiver {
+        for window in windows? {
+            let count = window.len() as u64;
+            loader.write(window)?;
+            progress.inc(count);
         }
-        written += count;
-        progress.inc(count);
     }
     maker
         .join()
         .map_err(|_| anyhow::anyhow!("the unit maker panicked"))?;
+    if !args.quiet {
+        eprintln!("rows written, building indexes and rollups");
+    }
+    let loaded = started.elapsed().as_secs_f64();
+    let report = loader.finish()?;
     progress.finish_and_clear();
-    runtime.block_on(db.write(|conn| {
-        apply_auxiliary_schema(conn)?;
-        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
-        Ok(())
-    }))?;
     let seconds = started.elapsed().as_secs_f64();
     let bytes = std::fs::metadata(&database_path).map_or(0, |meta| meta.len());
     println!(
-        "wrote {written} units of {users} users in {projects} projects over {} days to {} in {seconds:.1} s ({:.0} units/s, {:.1} MiB)",
+        "wrote {} units of {users} users in {projects} projects over {} days to {} in {seconds:.1} s ({:.0} units/s; rows {loaded:.1} s, indexes and rollups {:.1} s; {:.1} MiB)",
+        report.units,
         args.days,
         database_path.display(),
-        written as f64 / seconds,
+        report.units as f64 / seconds,
+        seconds - loaded,
         bytes as f64 / MIB as f64,
     );
     Ok(())
-}
-
-/// The units of one day, and on the last day the users and projects.
-struct Day {
-    cluster_id: String,
-    end_ms: i64,
-    end_dt: String,
-    day_key_dt: String,
-    units: Vec<Unit>,
-    users: Vec<User>,
-    projects: Vec<Project>,
 }
 
 struct Person {
@@ -305,13 +272,15 @@ struct Generator {
     seed: u64,
     units: u64,
     days: i64,
+    window_ms: i64,
     end_ms: i64,
 }
 
 impl Generator {
-    /// The units that ended during day `day` (0 is the oldest) of the history; on the last
-    /// day also the jobs still running at its end, and the users and projects.
-    fn day(&self, day: i64) -> Day {
+    /// The windows of day `day` (0 is the oldest) of the history, each with the units
+    /// that ended in it; on the last day, the jobs still running at its end go to its last
+    /// window, with the users and projects.
+    fn day(&self, day: i64) -> Result<Vec<BulkWindow>, StorageError> {
         let start_ms = self.end_ms - (self.days - day) * DAY_MS;
         let end_ms = start_ms + DAY_MS;
         let per_day = self.units / self.days as u64;
@@ -319,34 +288,46 @@ impl Generator {
         let count = per_day + extra;
         let first_id = day as u64 * per_day + (day as u64).min(self.units % self.days as u64);
         let last_day = day == self.days - 1;
-        let units = (0..count)
-            .map(|index| {
-                let id = first_id + index;
-                let mut rng = SplitMix64::new(self.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ id);
-                // On the last day, one job in fifty is still running at the end.
-                let running = last_day && rng.below(50) == 0;
-                let ended_ms = start_ms + (rng.next_unit() * DAY_MS as f64) as i64;
-                self.unit(id, ended_ms, end_ms, running, &mut rng)
-            })
-            .collect();
-        let end_dt = format_dt(end_ms.div_euclid(1000), self.zone);
-        let (users, projects) = if last_day {
-            (
-                self.population.users("slurm"),
-                self.population.projects("slurm"),
-            )
-        } else {
-            (Vec::new(), Vec::new())
-        };
-        Day {
-            cluster_id: self.cluster_id.clone(),
-            end_ms,
-            day_key_dt: day_key(end_ms, self.zone),
-            end_dt,
-            units,
-            users,
-            projects,
+        let windows = (DAY_MS / self.window_ms) as usize;
+        let mut units: Vec<Vec<Unit>> = vec![Vec::new(); windows];
+        for index in 0..count {
+            let id = first_id + index;
+            let mut rng = SplitMix64::new(self.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ id);
+            // On the last day, one job in fifty is still running at the end.
+            let running = last_day && rng.below(50) == 0;
+            let ended_ms = start_ms + (rng.next_unit() * DAY_MS as f64) as i64;
+            let window = if running {
+                windows - 1
+            } else {
+                (((ended_ms - start_ms) / self.window_ms) as usize).min(windows - 1)
+            };
+            let window_end_ms = start_ms + (window as i64 + 1) * self.window_ms;
+            units[window].push(self.unit(id, ended_ms, window_end_ms, running, &mut rng));
         }
+        units
+            .into_iter()
+            .enumerate()
+            .map(|(window, units)| {
+                let window_end_ms = start_ms + (window as i64 + 1) * self.window_ms;
+                let (users, projects) = if last_day && window_end_ms == end_ms {
+                    (
+                        self.population.users("slurm"),
+                        self.population.projects("slurm"),
+                    )
+                } else {
+                    (Vec::new(), Vec::new())
+                };
+                BulkWindow::new(
+                    &self.cluster_id,
+                    window_end_ms,
+                    format_dt(window_end_ms.div_euclid(1000), self.zone),
+                    day_key(window_end_ms, self.zone),
+                    units,
+                    users,
+                    projects,
+                )
+            })
+            .collect()
     }
 
     fn unit(
