@@ -10,7 +10,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
-use super::json::{format_metric_value, to_go_json};
+use super::json::{format_metric_value, to_go_json, MetricValueBuffer};
 
 /// Why a JSON column could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -81,10 +81,37 @@ impl MetricMap {
         Ok(Self(out))
     }
 
-    /// Encodes the map as the reference stores it (keys sorted, Go number format).
+    /// Encodes the map as the reference stores it (keys sorted, Go number format): the
+    /// text [`to_go_json`] gives, written directly (every stored map and every response
+    /// goes through here); keys that need an escape take the serializer.
     pub fn encode(&self) -> String {
-        String::from_utf8(to_go_json(self)).expect("JSON is UTF-8")
+        let mut out = String::with_capacity(2 + 32 * self.0.len());
+        let mut buffer = MetricValueBuffer::default();
+        out.push('{');
+        for (index, (key, value)) in self.0.iter().enumerate() {
+            if index > 0 {
+                out.push(',');
+            }
+            if key.bytes().all(is_plain_key_byte) {
+                out.push('"');
+                out.push_str(key);
+                out.push('"');
+            } else {
+                out.push_str(&String::from_utf8(to_go_json(key)).expect("JSON is UTF-8"));
+            }
+            out.push(':');
+            // serde_json would print `null` for NaN/Inf; Go prints 0.
+            out.push_str(buffer.format(if value.is_finite() { *value } else { 0.0 }));
+        }
+        out.push('}');
+        out
     }
+}
+
+/// A byte that a JSON key holds as is in Go's encoding: printable ASCII but the quote,
+/// the backslash and the HTML characters Go escapes.
+fn is_plain_key_byte(byte: u8) -> bool {
+    (0x20..0x7f).contains(&byte) && !matches!(byte, b'"' | b'\\' | b'<' | b'>' | b'&')
 }
 
 impl Serialize for MetricMap {
@@ -335,6 +362,21 @@ fn canonical_value(value: &RawValue, top_level: bool, out: &mut String) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn metric_map_encodes_as_the_serializer(
+            entries in proptest::collection::btree_map(
+                "[a-z_<>&\"\\\\\u{1}\u{7f}\u{e9}\u{2028}]{0,6}",
+                proptest::num::f64::ANY,
+                0..6,
+            )
+        ) {
+            let map = MetricMap(entries);
+            let expected = String::from_utf8(to_go_json(&map)).unwrap();
+            proptest::prop_assert_eq!(map.encode(), expected);
+        }
+    }
 
     #[test]
     fn metric_map_decodes_the_reference_spellings() {

@@ -23,11 +23,13 @@
 //! Requirements: `units` is empty, windows come in ascending end order, and a unit appears
 //! in one window only (its final state); a uuid seen twice fails [`BulkLoader::finish`].
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::path::Path;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 
+use super::flat_json::{self, Number};
 use super::functions::register_metric_map_functions;
 use super::metric_keys::{self, hour_of, KeyCounts};
 use super::pool::refresh_planner_statistics;
@@ -73,7 +75,7 @@ pub struct BulkWindow {
     units: Vec<EncodedUnit>,
     /// The window's usage per (user, project), in first-seen order, as the upsert's
     /// parameters carry it.
-    usage: Vec<(Usage, StoredMaps)>,
+    usage: Vec<(Usage, [String; 13])>,
     key_counts: KeyCounts,
     users: Vec<User>,
     projects: Vec<Project>,
@@ -92,41 +94,59 @@ impl BulkWindow {
         users: Vec<User>,
         projects: Vec<Project>,
     ) -> Result<Self, StorageError> {
-        let mut usage: Vec<Usage> = Vec::new();
-        let mut usage_of: HashMap<(String, String), usize> = HashMap::new();
-        let mut key_counts = KeyCounts::default();
-        let mut encoded = Vec::with_capacity(units.len());
-        for unit in units {
-            if unit.uuid.is_empty() {
-                continue;
-            }
-            if unit.cluster_id != cluster_id {
-                return Err(StorageError::Other(format!(
-                    "bulk load of cluster {cluster_id:?}: unit {} belongs to {:?}",
-                    unit.uuid, unit.cluster_id
-                )));
-            }
-            key_counts.add_new(&end_dt, &unit.metrics, None);
-            let increment = i64::from(unit.started_at_ts > 0);
-            match usage_of.get(&(unit.username.clone(), unit.project.clone())) {
-                Some(&index) => {
-                    usage[index].num_units += increment;
-                    fold_usage(&mut usage[index].metrics, &unit.metrics);
-                }
-                None => {
-                    usage_of.insert((unit.username.clone(), unit.project.clone()), usage.len());
-                    usage.push(usage_of_unit(&unit, increment));
-                }
-            }
-            let maps = Metric::ALL.map(|metric| unit.metrics.get(metric).encode());
-            encoded.push(EncodedUnit { unit, maps });
+        let units: Vec<Unit> = units
+            .into_iter()
+            .filter(|unit| !unit.uuid.is_empty())
+            .collect();
+        if let Some(stray) = units.iter().find(|unit| unit.cluster_id != cluster_id) {
+            return Err(StorageError::Other(format!(
+                "bulk load of cluster {cluster_id:?}: unit {} belongs to {:?}",
+                stray.uuid, stray.cluster_id
+            )));
         }
+        // Keys counted and usage folded with borrowed names: a window of a large centre
+        // holds about as many (user, project) pairs as units.
+        let mut keys: HashMap<(Metric, &str), i64> = HashMap::new();
+        let mut usage: Vec<Usage> = Vec::new();
+        let mut usage_of: HashMap<(&str, &str), usize> = HashMap::new();
+        for unit in &units {
+            for metric in Metric::ALL {
+                for key in unit.metrics.get(metric).0.keys() {
+                    *keys.entry((metric, key.as_str())).or_insert(0) += 1;
+                }
+            }
+            let increment = i64::from(unit.started_at_ts > 0);
+            match usage_of.entry((unit.username.as_str(), unit.project.as_str())) {
+                Entry::Occupied(entry) => {
+                    let folded = &mut usage[*entry.get()];
+                    folded.num_units += increment;
+                    fold_usage(&mut folded.metrics, &unit.metrics);
+                }
+                Entry::Vacant(entry) => {
+                    entry.insert(usage.len());
+                    usage.push(usage_of_unit(unit, increment));
+                }
+            }
+        }
+        let mut key_counts = KeyCounts::default();
+        let hour = hour_of(&end_dt);
+        for ((metric, key), count) in keys {
+            key_counts.add_key(hour, metric, key, count);
+        }
+        drop(usage_of);
+        let encoded = units
+            .into_iter()
+            .map(|unit| EncodedUnit {
+                maps: Metric::ALL.map(|metric| unit.metrics.get(metric).encode()),
+                unit,
+            })
+            .collect();
         let usage = usage
             .into_iter()
             .map(|mut window_usage| {
-                let maps = StoredMaps::new(&window_usage.metrics)?;
-                window_usage.metrics = maps.read_back.clone();
-                Ok((window_usage, maps))
+                let StoredMaps { texts, read_back } = StoredMaps::new(&window_usage.metrics)?;
+                window_usage.metrics = read_back;
+                Ok((window_usage, texts))
             })
             .collect::<Result<_, StorageError>>()?;
         Ok(Self {
@@ -154,7 +174,6 @@ impl BulkWindow {
 
 /// Thirteen maps as a row stores them (the text) and as the SQL functions read them back.
 /// The text is kept: decoding it and encoding again need not give the same text.
-#[derive(Clone)]
 struct StoredMaps {
     texts: [String; 13],
     read_back: Metrics,
@@ -165,12 +184,31 @@ impl StoredMaps {
         let texts = Metric::ALL.map(|metric| metrics.get(metric).encode());
         let mut read_back = Metrics::default();
         for (metric, text) in Metric::ALL.iter().zip(&texts) {
-            *read_back.get_mut(*metric) = MetricMap::decode(text).map_err(|error| {
-                StorageError::Other(format!("re-reading a stored map: {error}"))
-            })?;
+            *read_back.get_mut(*metric) = read_back_map(text)?;
         }
         Ok(Self { texts, read_back })
     }
+}
+
+/// A stored map as [`MetricMap::decode`] reads it; the text this server writes without
+/// serde_json (both parse reals correctly rounded and integers exactly).
+fn read_back_map(text: &str) -> Result<MetricMap, StorageError> {
+    if let Some(numbers) = flat_json::numbers(text) {
+        return Ok(MetricMap(
+            numbers
+                .into_iter()
+                .map(|(key, number)| {
+                    let value = match number {
+                        Number::Int(integer) => integer as f64,
+                        Number::Real(real) => real,
+                    };
+                    (key.to_owned(), value)
+                })
+                .collect(),
+        ));
+    }
+    MetricMap::decode(text)
+        .map_err(|error| StorageError::Other(format!("re-reading a stored map: {error}")))
 }
 
 /// A usage row being folded: its values as stored, and the columns the upsert keeps.
@@ -182,11 +220,11 @@ struct UsageRow {
     last_updated_at: String,
 }
 
-/// Usage rows in first-seen order, by (user, project).
+/// Usage rows in first-seen order, by user and project.
 #[derive(Default)]
 struct UsageRows {
     rows: Vec<UsageRow>,
-    index: HashMap<(String, String), usize>,
+    index: HashMap<String, HashMap<String, usize>>,
 }
 
 impl UsageRows {
@@ -194,11 +232,14 @@ impl UsageRows {
     /// one folded with it, counts added, `last_updated_at` moved to `last_updated_at`.
     fn add(
         &mut self,
-        (usage, maps): &(Usage, StoredMaps),
+        (usage, texts): &(Usage, [String; 13]),
         last_updated_at: &str,
     ) -> Result<(), StorageError> {
-        let key = (usage.username.clone(), usage.project.clone());
-        match self.index.get(&key) {
+        let found = self
+            .index
+            .get(usage.username.as_str())
+            .and_then(|projects| projects.get(usage.project.as_str()));
+        match found {
             Some(&index) => {
                 let row = &mut self.rows[index];
                 fold_usage(&mut row.usage.metrics, &usage.metrics);
@@ -210,10 +251,13 @@ impl UsageRows {
                 last_updated_at.clone_into(&mut row.last_updated_at);
             }
             None => {
-                self.index.insert(key, self.rows.len());
+                self.index
+                    .entry(usage.username.clone())
+                    .or_default()
+                    .insert(usage.project.clone(), self.rows.len());
                 self.rows.push(UsageRow {
                     usage: usage.clone(),
-                    texts: maps.texts.clone(),
+                    texts: texts.clone(),
                     num_updates: 1,
                     last_updated_at: last_updated_at.to_owned(),
                 });

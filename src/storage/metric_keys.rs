@@ -88,6 +88,14 @@ impl KeyCounts {
         }
     }
 
+    /// Adds `delta` units holding `key` in map `metric`, in hour `hour`.
+    pub fn add_key(&mut self, hour: &str, metric: Metric, key: &str, delta: i64) {
+        *self
+            .0
+            .entry((hour.to_owned(), metric, key.to_owned()))
+            .or_insert(0) += delta;
+    }
+
     /// Adds the changes of `other`.
     pub fn merge(&mut self, other: KeyCounts) {
         for (key, delta) in other.0 {
