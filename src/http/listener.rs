@@ -42,7 +42,11 @@ pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
 /// Time limits of the transport. `Default` gives the production values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServeOptions {
-    /// HTTP/1 request line and headers must arrive within this time (reference: 2 s).
+    /// HTTP/1 request line and headers must arrive within this time. hyper also applies it
+    /// to the wait for the next request on a kept-alive connection, so it is the idle
+    /// timeout too: the reference's (its 10 s read timeout), not its 2 s header limit, or
+    /// clients reusing a pooled connection after 2 s race its closing (a load benchmark
+    /// saw "error sending request").
     pub header_read_timeout: Duration,
     /// TLS handshake limit (reference: the smallest of its timeouts, 2 s).
     pub tls_handshake_timeout: Duration,
@@ -60,7 +64,7 @@ pub struct ServeOptions {
 impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
-            header_read_timeout: Duration::from_secs(2),
+            header_read_timeout: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(2),
             first_request_timeout: Duration::from_secs(10),
             request_time_limit: Duration::from_secs(5 * 60),
@@ -1388,6 +1392,29 @@ mod tests {
             .await
             .expect("server closes the silent connection");
         assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        server.stop().await.expect("clean stop");
+    }
+
+    #[tokio::test]
+    async fn kept_alive_connections_stay_open_while_idle_for_seconds() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let server = TestServer::start(None, ServeOptions::default()).await;
+        let mut connection = TcpStream::connect(server.address).await.expect("connect");
+        let request = b"GET /hello HTTP/1.1\r\nHost: test\r\n\r\n";
+        let mut buffer = vec![0u8; 4096];
+        for pause in [Duration::ZERO, Duration::from_secs(3)] {
+            tokio::time::sleep(pause).await;
+            connection.write_all(request).await.expect("send a request");
+            let read = tokio::time::timeout(Duration::from_secs(5), connection.read(&mut buffer))
+                .await
+                .expect("an answer in time")
+                .expect("read the answer");
+            assert!(
+                buffer[..read].starts_with(b"HTTP/1.1 "),
+                "after {pause:?} idle: {:?}",
+                String::from_utf8_lossy(&buffer[..read])
+            );
+        }
         server.stop().await.expect("clean stop");
     }
 
