@@ -23,7 +23,6 @@
 //! Requirements: `units` is empty, windows come in ascending end order, and a unit appears
 //! in one window only (its final state); a uuid seen twice fails [`BulkLoader::finish`].
 
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -34,7 +33,7 @@ use super::functions::register_metric_map_functions;
 use super::metric_keys::{self, hour_of, KeyCounts};
 use super::pool::refresh_planner_statistics;
 use super::usage_rollup::{BucketUnit, HourBuckets};
-use super::write::{fold_usage, upsert_project, upsert_user, usage_of_unit};
+use super::write::{fold_usage, upsert_project, upsert_user, WindowUsage};
 use super::{Database, StorageError, DATABASE_FILE_NAME};
 use crate::model::{Metric, MetricMap, Metrics, Project, Unit, Usage, User};
 
@@ -107,33 +106,21 @@ impl BulkWindow {
         // Keys counted and usage folded with borrowed names: a window of a large centre
         // holds about as many (user, project) pairs as units.
         let mut keys: HashMap<(Metric, &str), i64> = HashMap::new();
-        let mut usage: Vec<Usage> = Vec::new();
-        let mut usage_of: HashMap<(&str, &str), usize> = HashMap::new();
+        let mut usage = WindowUsage::default();
         for unit in &units {
             for metric in Metric::ALL {
                 for key in unit.metrics.get(metric).0.keys() {
                     *keys.entry((metric, key.as_str())).or_insert(0) += 1;
                 }
             }
-            let increment = i64::from(unit.started_at_ts > 0);
-            match usage_of.entry((unit.username.as_str(), unit.project.as_str())) {
-                Entry::Occupied(entry) => {
-                    let folded = &mut usage[*entry.get()];
-                    folded.num_units += increment;
-                    fold_usage(&mut folded.metrics, &unit.metrics);
-                }
-                Entry::Vacant(entry) => {
-                    entry.insert(usage.len());
-                    usage.push(usage_of_unit(unit, increment));
-                }
-            }
+            usage.add(unit, i64::from(unit.started_at_ts > 0));
         }
         let mut key_counts = KeyCounts::default();
         let hour = hour_of(&end_dt);
         for ((metric, key), count) in keys {
             key_counts.add_key(hour, metric, key, count);
         }
-        drop(usage_of);
+        let usage = usage.into_rows();
         let encoded = units
             .into_iter()
             .map(|unit| EncodedUnit {

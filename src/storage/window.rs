@@ -3,8 +3,7 @@
 //! Either all of it is committed or none of it, so a window that fails or is cut short
 //! (an error, a crash, SIGKILL) is replayed whole and nothing is counted twice.
 
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use rusqlite::Connection;
 
@@ -12,11 +11,10 @@ use super::metric_keys::{self, hour_of, KeyCounts};
 use super::state::{record_window, unit_already_started};
 use super::usage_rollup;
 use super::write::{
-    fold_usage, upsert_daily_usage, upsert_project, upsert_unit, upsert_usage, upsert_user,
-    usage_of_unit,
+    upsert_daily_usage, upsert_project, upsert_unit, upsert_usage, upsert_user, WindowUsage,
 };
 use super::StorageError;
-use crate::model::{Project, Unit, Usage, User};
+use crate::model::{Project, Unit, User};
 
 /// Everything one window of one cluster writes.
 #[derive(Debug, Clone, Copy)]
@@ -69,9 +67,7 @@ pub fn write_window(
     // re-updated units leave.
     let mut touched_hours = BTreeSet::new();
     let mut key_counts = KeyCounts::default();
-    // In first-seen order, so the inserted groupname/resource_manager are the first unit's.
-    let mut rollups: Vec<Usage> = Vec::new();
-    let mut rollup_of: HashMap<(&str, &str, &str), usize> = HashMap::new();
+    let mut rollups = WindowUsage::default();
     for unit in rows.units {
         if unit.uuid.is_empty() {
             continue;
@@ -103,23 +99,9 @@ pub fn write_window(
         report.units += 1;
         let increment = i64::from(!started_before && unit.started_at_ts > 0);
         report.new_units += usize::try_from(increment).unwrap_or(0);
-        match rollup_of.entry((
-            unit.cluster_id.as_str(),
-            unit.username.as_str(),
-            unit.project.as_str(),
-        )) {
-            Entry::Occupied(entry) => {
-                let rollup = &mut rollups[*entry.get()];
-                rollup.num_units += increment;
-                fold_usage(&mut rollup.metrics, &unit.metrics);
-            }
-            Entry::Vacant(entry) => {
-                entry.insert(rollups.len());
-                rollups.push(usage_of_unit(unit, increment));
-            }
-        }
+        rollups.add(unit, increment);
     }
-    for usage in &rollups {
+    for usage in rollups.rows() {
         if let Err(error) = upsert_usage(&transaction, usage, rows.end_dt) {
             tracing::error!(cluster_id = rows.cluster_id, user = %usage.username, project = %usage.project, %error, "adding a window to usage failed: skipped");
             report.failed_rows += 1;

@@ -3,6 +3,9 @@
 //! caller's transaction, so a failing row can be logged and skipped by the caller while
 //! SQLite undoes only that statement.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+
 use chrono_tz::Tz;
 use rusqlite::types::ToSql;
 use rusqlite::Transaction;
@@ -121,6 +124,46 @@ pub fn usage_of_unit(unit: &Unit, num_units: i64) -> Usage {
         groupname: unit.groupname.clone(),
         username: unit.username.clone(),
         metrics: unit.metrics.clone(),
+    }
+}
+
+/// A window's usage rows in first-seen order (so the inserted groupname and
+/// resource_manager are the first unit's), indexed by (cluster, user, project).
+#[derive(Debug, Default)]
+pub struct WindowUsage<'a> {
+    rows: Vec<Usage>,
+    index: HashMap<(&'a str, &'a str, &'a str), usize>,
+}
+
+impl<'a> WindowUsage<'a> {
+    /// The rows, in first-seen order.
+    pub fn rows(&self) -> &[Usage] {
+        &self.rows
+    }
+
+    pub fn into_rows(self) -> Vec<Usage> {
+        self.rows
+    }
+
+    /// Adds `unit`, counting `num_units` new units: the first unit of a group starts its
+    /// row, the next ones are folded in with [`fold_usage`].
+    pub fn add(&mut self, unit: &'a Unit, num_units: i64) {
+        let key = (
+            unit.cluster_id.as_str(),
+            unit.username.as_str(),
+            unit.project.as_str(),
+        );
+        match self.index.entry(key) {
+            Entry::Occupied(entry) => {
+                let row = &mut self.rows[*entry.get()];
+                row.num_units += num_units;
+                fold_usage(&mut row.metrics, &unit.metrics);
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(self.rows.len());
+                self.rows.push(usage_of_unit(unit, num_units));
+            }
+        }
     }
 }
 
