@@ -613,6 +613,23 @@ mod tests {
             .collect()
     }
 
+    /// The window of `cluster_id` ending at `end_s` (UTC) with `units`.
+    fn utc_window(
+        cluster_id: &str,
+        end_s: i64,
+        units: Vec<Unit>,
+    ) -> Result<BulkWindow, StorageError> {
+        BulkWindow::new(
+            cluster_id,
+            end_s * 1000,
+            format_dt(end_s, chrono_tz::UTC),
+            day_key(end_s * 1000, chrono_tz::UTC),
+            units,
+            Vec::new(),
+            Vec::new(),
+        )
+    }
+
     fn dump(conn: &Connection, sql: &str, skipped: &[&str]) -> Vec<Vec<(String, Value)>> {
         let mut statement = conn.prepare(sql).unwrap();
         let names: Vec<String> = statement.column_names().map(str::to_owned).collect();
@@ -704,17 +721,9 @@ mod tests {
         let mut numbers = Numbers::new(3);
         for end in [EPOCH, EPOCH + 900] {
             let unit = random_unit(&mut numbers, CLUSTER, 42, EPOCH - 60, None);
-            let window = BulkWindow::new(
-                CLUSTER,
-                end * 1000,
-                format_dt(end, chrono_tz::UTC),
-                day_key(end * 1000, chrono_tz::UTC),
-                vec![unit],
-                Vec::new(),
-                Vec::new(),
-            )
-            .unwrap();
-            loader.write(window).unwrap();
+            loader
+                .write(utc_window(CLUSTER, end, vec![unit]).unwrap())
+                .unwrap();
         }
         let error = loader.finish().expect_err("a uuid twice fails");
         assert!(
@@ -727,32 +736,12 @@ mod tests {
     fn windows_out_of_order_and_other_clusters_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let mut loader = BulkLoader::open(dir.path(), CLUSTER).unwrap();
-        let window = |cluster: &str, end: i64| {
-            BulkWindow::new(
-                cluster,
-                end * 1000,
-                format_dt(end, chrono_tz::UTC),
-                day_key(end * 1000, chrono_tz::UTC),
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-            )
-            .unwrap()
-        };
+        let window = |cluster: &str, end: i64| utc_window(cluster, end, Vec::new()).unwrap();
         loader.write(window(CLUSTER, EPOCH)).unwrap();
         assert!(loader.write(window(CLUSTER, EPOCH)).is_err());
         assert!(loader.write(window("c2", EPOCH + 900)).is_err());
         let mut numbers = Numbers::new(5);
         let stray = random_unit(&mut numbers, "c2", 1, EPOCH, None);
-        assert!(BulkWindow::new(
-            CLUSTER,
-            EPOCH * 1000,
-            format_dt(EPOCH, chrono_tz::UTC),
-            day_key(EPOCH * 1000, chrono_tz::UTC),
-            vec![stray],
-            Vec::new(),
-            Vec::new(),
-        )
-        .is_err());
+        assert!(utc_window(CLUSTER, EPOCH, vec![stray]).is_err());
     }
 }

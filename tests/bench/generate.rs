@@ -126,6 +126,13 @@ fn a_small_dataset_is_consistent_and_reproducible() {
     };
     assert_eq!(digest(&first), digest(&second));
 
+    // A window length that does not divide a day is refused before anything is written.
+    let odd = root.path().join("odd");
+    let refused = generate(&odd, 10, &["--window-minutes", "7"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--window-minutes must divide a day"));
+    assert!(!odd.join("ceems.db").exists());
+
     // An existing database is never overwritten.
     let again = generate(&first, 10, &[]);
     assert!(!again.status.success());
