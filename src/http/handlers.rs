@@ -7,6 +7,7 @@ use chrono_tz::Tz;
 use http::header::{HeaderValue, CONTENT_TYPE, EXPIRES, X_CONTENT_TYPE_OPTIONS};
 use http::StatusCode;
 
+use super::answer_cache::CachedAnswer;
 use super::demo;
 use super::envelope::{self, ApiError, Reply};
 use super::filters::{self, QueryParams, WindowRules};
@@ -45,12 +46,7 @@ pub async fn handle(api: &Api, route: Route, request: &Request, user: &str) -> R
             }
         }
         Route::Clusters => read_rows(api, queries::clusters).await,
-        Route::Stats { current } => {
-            match filters::stats_query(params, current, &window_rules(api)) {
-                Ok(query) => read_rows(api, move |conn| queries::stats(conn, &query)).await,
-                Err(error) => Err(error),
-            }
-        }
+        Route::Stats { current } => stats(api, params, current).await,
     };
     result.unwrap_or_else(|error| envelope::error(&error))
 }
@@ -160,16 +156,7 @@ async fn current_usage(
     let key = format!("{}?{}", request.path, key_params.canonical());
 
     if let Some(hit) = api.usage_cache.get(&key).await {
-        let mut reply = envelope::success_raw(&hit.data_json, &[]);
-        let expires = hit
-            .expires_at
-            .with_timezone(&local_time_zone())
-            .format("%a, %d %b %Y %H:%M:%S %Z")
-            .to_string();
-        if let Ok(value) = HeaderValue::from_str(&expires) {
-            reply.headers.insert(EXPIRES, value);
-        }
-        return Ok(reply);
+        return Ok(cached_reply(&hit, &[]));
     }
 
     let answer = api
@@ -187,6 +174,49 @@ async fn current_usage(
             Ok(envelope::success_raw(&data_json, &answer.warnings))
         }
     }
+}
+
+/// A reply from the cache, with an `Expires` header saying until when it is served.
+fn cached_reply(hit: &CachedAnswer, warnings: &[String]) -> Reply {
+    let mut reply = envelope::success_raw(&hit.data_json, warnings);
+    let expires = hit
+        .expires_at
+        .with_timezone(&local_time_zone())
+        .format("%a, %d %b %Y %H:%M:%S %Z")
+        .to_string();
+    if let Ok(value) = HeaderValue::from_str(&expires) {
+        reply.headers.insert(EXPIRES, value);
+    }
+    reply
+}
+
+/// Admin stats, shared for a minute per cluster list and window (see
+/// [`AnswerCache`](super::answer_cache::AnswerCache)).
+async fn stats(api: &Api, params: &QueryParams, current: bool) -> Result<Reply, ApiError> {
+    let query = filters::stats_query(params, current, &window_rules(api))?;
+    let mut clusters = query.cluster_ids.clone();
+    clusters.sort();
+    clusters.dedup();
+    let key = match &query.window {
+        Some(window) => format!("current {clusters:?} {} {}", window.from, window.to),
+        None => format!("global {clusters:?}"),
+    };
+    let (answer, fresh) = api
+        .stats_cache
+        .get_or_compute(key, async {
+            let rows = api
+                .db
+                .read(move |conn| queries::stats(conn, &query))
+                .await
+                .map_err(internal)?;
+            Ok((Bytes::from(to_go_json(&rows.rows)), rows.warnings))
+        })
+        .await?;
+    Ok(if fresh {
+        envelope::success_raw(&answer.data_json, &answer.warnings)
+    } else {
+        cached_reply(&answer, &answer.warnings)
+    })
 }
 
 async fn global_usage(

@@ -4,6 +4,7 @@
 //! path cleaning → warp routes (rate limit → identity and admin check → handler, wrapped
 //! by CORS and compression).
 
+pub mod answer_cache;
 pub mod basic_auth;
 pub mod compression;
 pub mod cors;
@@ -17,7 +18,6 @@ pub mod openapi;
 pub mod path_clean;
 pub mod rate_limit;
 pub mod routes;
-pub mod usage_cache;
 pub mod web_config;
 
 /// The peer address of a connection, put in every request's extensions by the listener.
@@ -42,6 +42,8 @@ pub enum HttpSetupError {
 
 /// Size bound of the current-usage cache.
 const USAGE_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+/// Bound of the admin stats cache (answers are a row per cluster).
+const STATS_CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Builds the shared state of every route from the settings.
 pub fn build_api(settings: &Settings, db: Database) -> Result<routes::Api, HttpSetupError> {
@@ -66,7 +68,14 @@ pub fn build_api(settings: &Settings, db: Database) -> Result<routes::Api, HttpS
         time_zone: settings.config.server.data.time_zone,
         max_period: flags.query_max_period,
         config_admins,
-        usage_cache: usage_cache::UsageCache::new(USAGE_CACHE_BYTES),
+        usage_cache: answer_cache::AnswerCache::new(
+            USAGE_CACHE_BYTES,
+            answer_cache::USAGE_CACHE_TTL,
+        ),
+        stats_cache: answer_cache::AnswerCache::new(
+            STATS_CACHE_BYTES,
+            answer_cache::STATS_CACHE_TTL,
+        ),
         swagger: openapi::SwaggerUi::for_route_prefix(&flags.route_prefix)?,
     })
 }

@@ -13,6 +13,7 @@ use http::{Method, StatusCode};
 use warp::filters::BoxedFilter;
 use warp::Filter;
 
+use super::answer_cache::AnswerCache;
 use super::compression;
 use super::cors::Cors;
 use super::envelope::{self, ApiError, Reply};
@@ -20,7 +21,6 @@ use super::filters::QueryParams;
 use super::handlers;
 use super::identity::UserHeaders;
 use super::rate_limit::RateLimiter;
-use super::usage_cache::UsageCache;
 use super::PeerAddr;
 use crate::storage::Database;
 
@@ -137,7 +137,8 @@ pub struct Api {
     pub max_period: Duration,
     /// Admins from the config (plus the load balancer's service account).
     pub config_admins: HashSet<String>,
-    pub usage_cache: UsageCache,
+    pub usage_cache: AnswerCache,
+    pub stats_cache: AnswerCache,
     pub swagger: super::openapi::SwaggerUi,
 }
 

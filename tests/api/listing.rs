@@ -354,3 +354,58 @@ async fn clusters_and_stats() {
     assert_eq!(column(&one, "cluster_id"), vec!["slurm-1"]);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn admin_stats_are_shared_for_a_minute_per_cluster_list_and_window() {
+    let app = spawn_app().await;
+    let path = "/api/v1/stats/global/admin?cluster_id=slurm-1";
+    let first = app.get(path, Some("admin")).await;
+    assert!(
+        first.headers().get("expires").is_none(),
+        "computed, not cached"
+    );
+    let num_units = |body: serde_json::Value| body["data"][0]["num_units"].clone();
+    assert_eq!(num_units(first.json().await.unwrap()), 2);
+
+    // A unit written behind the server's back: the same question is answered from the
+    // cache for a minute, another cluster list is counted again.
+    let db = rusqlite::Connection::open(app.data_dir.path().join("ceems.db")).unwrap();
+    db.execute(
+        "INSERT INTO units (resource_manager, cluster_id, uuid, project, username, started_at, \
+         ended_at_ts, ignore) VALUES ('slurm', 'slurm-1', '9999', 'p', 'u', 'x', 0, 0)",
+        [],
+    )
+    .unwrap();
+    let again = app.get(path, Some("admin")).await;
+    assert!(
+        again.headers().get("expires").is_some(),
+        "served from the cache"
+    );
+    assert_eq!(num_units(again.json().await.unwrap()), 2);
+    let reordered = app
+        .data(
+            "/api/v1/stats/global/admin?cluster_id=slurm-1&cluster_id=slurm-1",
+            "admin",
+        )
+        .await;
+    assert_eq!(column(&reordered, "num_units"), vec!["2"], "same clusters");
+    let both = app
+        .data(
+            "/api/v1/stats/global/admin?cluster_id=slurm-1&cluster_id=slurm-0",
+            "admin",
+        )
+        .await;
+    assert_eq!(column(&both, "num_units"), vec!["4", "3"]);
+    let current = app
+        .data(
+            "/api/v1/stats/current/admin?cluster_id=slurm-1&from=0&to=1000",
+            "admin",
+        )
+        .await;
+    assert_eq!(
+        column(&current, "num_units"),
+        vec!["1"],
+        "the new running unit"
+    );
+    app.stop().await;
+}

@@ -5,8 +5,9 @@
 //!
 //! 1. capture: each route once, alone, keeping the SQL the server logs for it;
 //! 2. all at once: every request of every user concurrently (current usage uncached,
-//!    each user being distinct);
-//! 3. sustained: one task per user looping over its dashboards (current usage cached);
+//!    each user being distinct; the admins' identical stats requests share one count);
+//! 3. sustained: one task per user looping over its dashboards (current usage and admin
+//!    stats cached);
 //! 4. sequential: one client, each route repeated.
 //!
 //! Then the floors: the captured SQL in the `sqlite3` shell on the same file, and
@@ -136,7 +137,7 @@ struct ServerRun {
     sustained: Vec<Sample>,
     sustained_elapsed: Duration,
     sequential: Vec<Sample>,
-    /// Sequential current usage answered from the cache, in its own list.
+    /// Sequential current usage and admin stats answered from the cache, in their own list.
     sequential_cached: Vec<Sample>,
     log_busy: u64,
     log_errors: u64,
@@ -204,8 +205,8 @@ fn measure_server(
         runtime.block_on(measure::sustained(client, &target, plans, args.duration));
     phases.push(("sustained", started, Instant::now()));
 
-    // 4. One client. Current usage: windows shifted by whole hours (never asked before,
-    // so uncached, and as costly), then the cached window of phase 2.
+    // 4. One client. Current usage and admin stats: windows shifted by whole hours (never
+    // asked before, so uncached, and as costly), then the cached window of phase 2.
     let started = Instant::now();
     let mut sequential = Vec::new();
     let mut sequential_cached = Vec::new();
@@ -385,7 +386,7 @@ fn measure_all(
     // Likewise for the shifted windows of the sequential phase.
     let cached_sequential = run.sequential.iter().filter(|sample| sample.cached).count();
     if cached_sequential > 0 {
-        eprintln!("warning: {cached_sequential} sequential current usage answers were cached");
+        eprintln!("warning: {cached_sequential} sequential answers of shifted windows were cached");
     }
 
     Ok(Report {

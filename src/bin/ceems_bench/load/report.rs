@@ -95,14 +95,16 @@ pub struct RouteReport {
     /// The answer size the HTTP floor was given (median over the concurrent phases).
     pub response_bytes: usize,
     /// All users at once, each with a distinct (so uncached) current usage. Answers that
-    /// came from the cache all the same are left out, and counted here:
+    /// came from the cache all the same (the admins' identical stats but one) are left
+    /// out, and counted here:
     pub uncached: Stats,
     pub uncached_cache_hits: usize,
-    /// Virtual users looping over their dashboards (current usage cached).
+    /// Virtual users looping over their dashboards (current usage and stats cached).
     pub sustained: Stats,
-    /// One client, one request at a time (current usage: windows never asked before).
+    /// One client, one request at a time (current usage and stats: windows never asked
+    /// before).
     pub sequential: Stats,
-    /// One client, current usage served from the cache.
+    /// One client, current usage and stats served from the cache.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sequential_cached: Option<Stats>,
     pub http_floor_sustained: Stats,

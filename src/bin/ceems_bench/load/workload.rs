@@ -30,10 +30,12 @@ pub const ROUTES: [&str; 7] = [
 
 pub const USAGE_CURRENT_30D: usize = 1;
 pub const USAGE_CURRENT_365D: usize = 2;
+pub const STATS_ADMIN: usize = 5;
 
-/// The routes whose answers the server caches (current usage, 15 minutes).
+/// The routes whose answers the server caches (current usage 15 minutes, admin stats one
+/// minute).
 pub fn is_cached_route(route: usize) -> bool {
-    route == USAGE_CURRENT_30D || route == USAGE_CURRENT_365D
+    route == USAGE_CURRENT_30D || route == USAGE_CURRENT_365D || route == STATS_ADMIN
 }
 
 /// Fields of the job list's "Jobs" table (`job-list.json`).
