@@ -236,6 +236,10 @@ pub fn units(conn: &Connection, query: &UnitQuery) -> Result<Rows<Unit>, Storage
     let fields: Vec<UnitField> = query.fields.iter().collect();
     let mut sql = Sql::default();
     sql.select(fields.iter().map(|field| field.name()));
+    // Ordered here rather than by SQLite: with `ORDER BY` the statement sorted whole rows
+    // (maps included) in a temporary B-tree, 40 % of its time for a heavy user.
+    sql.push(", cluster_id, uuid");
+    let order_at = fields.len();
     sql.push(" FROM units WHERE ignore = 0");
     let filters = &query.filters;
     match &query.scope {
@@ -260,9 +264,7 @@ pub fn units(conn: &Connection, query: &UnitQuery) -> Result<Rows<Unit>, Storage
     } else if let Some(window) = &query.window {
         sql.and_ended_in(window, query.running);
     }
-    sql.push(" ORDER BY cluster_id, uuid");
-
-    collect_rows(conn, &sql, |row, problems| {
+    let rows = collect_rows(conn, &sql, |row, problems| {
         let mut unit = Unit::default();
         for (index, field) in fields.iter().enumerate() {
             match field {
@@ -288,8 +290,90 @@ pub fn units(conn: &Connection, query: &UnitQuery) -> Result<Rows<Unit>, Storage
                 UnitField::Tags => unit.tags = problems.generic(row, index)?,
             }
         }
-        Ok(unit)
+        let order = (
+            SqlOrder::of(row.get_ref(order_at)?),
+            SqlOrder::of(row.get_ref(order_at + 1)?),
+        );
+        Ok((order, unit))
+    })?;
+    let mut keyed = rows.rows;
+    keyed.sort_by(|(left, _), (right, _)| left.cmp(right));
+    Ok(Rows {
+        rows: keyed.into_iter().map(|(_, unit)| unit).collect(),
+        warnings: rows.warnings,
     })
+}
+
+/// A column value ordered as SQLite's `ORDER BY` orders it with the `BINARY` collation:
+/// NULL first, then numbers by value, then text and then blobs by their bytes.
+#[derive(Debug, Clone, PartialEq)]
+enum SqlOrder {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(Vec<u8>),
+    Blob(Vec<u8>),
+}
+
+impl SqlOrder {
+    fn of(value: ValueRef<'_>) -> Self {
+        match value {
+            ValueRef::Null => SqlOrder::Null,
+            ValueRef::Integer(number) => SqlOrder::Integer(number),
+            ValueRef::Real(number) => SqlOrder::Real(number),
+            ValueRef::Text(bytes) => SqlOrder::Text(bytes.to_vec()),
+            ValueRef::Blob(bytes) => SqlOrder::Blob(bytes.to_vec()),
+        }
+    }
+
+    fn class(&self) -> u8 {
+        match self {
+            SqlOrder::Null => 0,
+            SqlOrder::Integer(_) | SqlOrder::Real(_) => 1,
+            SqlOrder::Text(_) => 2,
+            SqlOrder::Blob(_) => 3,
+        }
+    }
+}
+
+impl Eq for SqlOrder {}
+
+impl PartialOrd for SqlOrder {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SqlOrder {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        use SqlOrder::{Blob, Integer, Real, Text};
+        match (self, other) {
+            (Integer(left), Integer(right)) => left.cmp(right),
+            // SQLite compares an integer with a real exactly; a stored real is never NaN.
+            (Integer(left), Real(right)) => compare_integer_real(*left, *right),
+            (Real(left), Integer(right)) => compare_integer_real(*right, *left).reverse(),
+            (Real(left), Real(right)) => left.total_cmp(right),
+            (Text(left), Text(right)) | (Blob(left), Blob(right)) => left.cmp(right),
+            _ => self.class().cmp(&other.class()),
+        }
+    }
+}
+
+/// `integer` against `real` by exact value.
+fn compare_integer_real(integer: i64, real: f64) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+    if real >= TWO_POW_63 {
+        Ordering::Less
+    } else if real < -TWO_POW_63 {
+        Ordering::Greater
+    } else {
+        let truncated = real.trunc() as i64;
+        integer.cmp(&truncated).then_with(|| {
+            let fraction = real - real.trunc();
+            0.0_f64.partial_cmp(&fraction).unwrap_or(Ordering::Equal)
+        })
+    }
 }
 
 /// `GET /units/verify`: true when every requested uuid exists in the given clusters and
@@ -1031,5 +1115,113 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn values_order_as_sqlite_orders_them() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute("CREATE TABLE t (v)", []).unwrap();
+        let values = [
+            Value::Null,
+            Value::Integer(i64::MIN),
+            Value::Integer(i64::MAX),
+            Value::Integer(-3),
+            Value::Integer(3),
+            Value::Integer(9_007_199_254_740_993),
+            Value::Real(9_007_199_254_740_992.0),
+            Value::Real(9.3e18),
+            Value::Real(-9.3e18),
+            Value::Real(3.5),
+            Value::Real(-3.5),
+            Value::Real(-2.5),
+            Value::Real(0.25),
+            Value::Text("b".into()),
+            Value::Text("ab".into()),
+            Value::Text("a".into()),
+            Value::Text("Z".into()),
+            Value::Text("é".into()),
+            Value::Text("10".into()),
+            Value::Text("9".into()),
+            Value::Blob(b"a".to_vec()),
+            Value::Blob(b"".to_vec()),
+            Value::Blob(vec![0xff, 0]),
+        ];
+        for value in values.iter().rev() {
+            conn.execute("INSERT INTO t (v) VALUES (?1)", [value])
+                .unwrap();
+        }
+        let read = |sql: &str| -> Vec<Value> {
+            let mut statement = conn.prepare(sql).unwrap();
+            let rows = statement.query_map([], |row| row.get::<_, Value>(0));
+            rows.unwrap().map(Result::unwrap).collect()
+        };
+        let expected = read("SELECT v FROM t ORDER BY v");
+        let mut ours = read("SELECT v FROM t");
+        ours.sort_by_key(|value| SqlOrder::of(ValueRef::from(value)));
+        assert_eq!(ours, expected);
+    }
+
+    #[test]
+    fn unit_lists_are_ordered_by_cluster_and_uuid() {
+        let conn = database();
+        let clusters: [Value; 4] = [
+            Value::Null,
+            Value::Text("b".into()),
+            Value::Text("a".into()),
+            Value::Blob(b"a".to_vec()),
+        ];
+        let uuids: [Value; 5] = [
+            Value::Text("10".into()),
+            Value::Text("9".into()),
+            Value::Null,
+            Value::Blob(b"1".to_vec()),
+            Value::Text("100".into()),
+        ];
+        for id in 0..40_usize {
+            conn.execute(
+                "INSERT INTO units (cluster_id, uuid, name, username, ended_at, ended_at_ts, ignore)
+                 VALUES (?1, ?2, ?3, 'u', '2024-01-02T00:00:00+0000', 1, 0)",
+                rusqlite::params![
+                    clusters[(id * 7) % 4],
+                    uuids[(id * 3) % 5],
+                    format!("n{id}")
+                ],
+            )
+            .unwrap();
+        }
+        let query = UnitQuery {
+            scope: Scope::Admin,
+            filters: Filters::default(),
+            uuids: Vec::new(),
+            window: Some(DtWindow {
+                from: "2024-01-01T00:00:00".into(),
+                to: "2024-01-03T00:00:00".into(),
+            }),
+            running: false,
+            fields: crate::model::UnitFieldSet::from_params(&["name"]).unwrap(),
+        };
+        let names: Vec<String> = units(&conn, &query)
+            .unwrap()
+            .rows
+            .into_iter()
+            .map(|unit| unit.name)
+            .collect();
+        let mut statement = conn
+            .prepare("SELECT cluster_id, uuid, name FROM units ORDER BY cluster_id, uuid")
+            .unwrap();
+        let expected: Vec<(Value, Value, String)> = statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(names.len(), 40);
+        // Equal (cluster, uuid) pairs may come in any order: compare the keys in turn.
+        let by_name: std::collections::HashMap<&str, (&Value, &Value)> = expected
+            .iter()
+            .map(|(cluster, uuid, name)| (name.as_str(), (cluster, uuid)))
+            .collect();
+        let ours: Vec<(&Value, &Value)> = names.iter().map(|name| by_name[name.as_str()]).collect();
+        let theirs: Vec<(&Value, &Value)> = expected.iter().map(|(c, u, _)| (c, u)).collect();
+        assert_eq!(ours, theirs);
     }
 }
