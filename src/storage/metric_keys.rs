@@ -227,8 +227,9 @@ pub fn rebuild(conn: &Connection, cluster_id: &str) -> Result<usize, StorageErro
 /// that ended at or before `cutoff_ms`), in every indexed cluster.
 pub fn forget_purged_units(conn: &Connection, cutoff_ms: i64) -> Result<(), StorageError> {
     let mut statement = conn.prepare(&format!(
-        "SELECT cluster_id, last_updated_at, {} FROM units WHERE ended_at_ts > 0 AND ended_at_ts <= ?1",
-        metric_columns()
+        "SELECT cluster_id, last_updated_at, {} FROM units WHERE {}",
+        metric_columns(),
+        super::write::EXPIRED_UNITS
     ))?;
     let mut rows = statement.query([cutoff_ms])?;
     let mut per_cluster: HashMap<String, KeyCounts> = HashMap::new();

@@ -799,8 +799,8 @@ pub fn hours_of_purged_units(
     cutoff_ms: i64,
 ) -> Result<HashMap<String, BTreeSet<String>>, StorageError> {
     let mut statement = conn.prepare(&format!(
-        "SELECT DISTINCT cluster_id, substr(last_updated_at, 1, {HOUR}) FROM units
-         WHERE ended_at_ts > 0 AND ended_at_ts <= ?1"
+        "SELECT DISTINCT cluster_id, substr(last_updated_at, 1, {HOUR}) FROM units WHERE {}",
+        super::write::EXPIRED_UNITS
     ))?;
     let mut rows = statement.query([cutoff_ms])?;
     let mut hours: HashMap<String, BTreeSet<String>> = HashMap::new();
