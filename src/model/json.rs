@@ -109,30 +109,7 @@ impl MetricValueBuffer {
             };
             return &self.other;
         }
-        // value = m × 2^-shift exactly, with m < 2^53 and shift > 0 (it has a fraction).
-        // The 8-decimal digits are round(m × 10^8 / 2^shift), to nearest, ties to even,
-        // as `{:.8}` rounds the exact binary value.
-        let bits = value.to_bits();
-        let exponent = ((bits >> 52) & 0x7ff) as i64;
-        let fraction = bits & ((1 << 52) - 1);
-        let (mantissa, shift) = if exponent == 0 {
-            (fraction, 1074)
-        } else {
-            (fraction | (1 << 52), 1075 - exponent)
-        };
-        let scaled = u128::from(mantissa) * 100_000_000;
-        let digits = if shift >= 128 {
-            // scaled < 2^80, far below half of 2^shift.
-            0
-        } else {
-            let mut quotient = scaled >> shift;
-            let remainder = scaled & ((1_u128 << shift) - 1);
-            let half = 1_u128 << (shift - 1);
-            if remainder > half || (remainder == half && quotient & 1 == 1) {
-                quotient += 1;
-            }
-            quotient
-        };
+        let digits = eight_decimal_digits(value);
         // Below 2^52 × 10^8 / 10^8: both parts fit in u64.
         let (units, decimals) = (digits / 100_000_000, digits % 100_000_000);
         let start = write_digits(&mut self.bytes, end, decimals as u64, 8);
@@ -147,6 +124,64 @@ impl MetricValueBuffer {
             self.bytes[start] = b'-';
         }
         std::str::from_utf8(&self.bytes[start..]).expect("ASCII digits")
+    }
+}
+
+/// The digits of a finite, non-integral `value` printed with 8 decimals, as an integer:
+/// `|value|` = m × 2^-shift exactly, with m < 2^53 and shift > 0 (it has a fraction), and
+/// the digits are round(m × 10^8 / 2^shift), to nearest, ties to even, as `{:.8}` rounds
+/// the exact binary value. Below 2^52 × 10^8.
+fn eight_decimal_digits(value: f64) -> u128 {
+    let bits = value.to_bits();
+    let exponent = ((bits >> 52) & 0x7ff) as i64;
+    let fraction = bits & ((1 << 52) - 1);
+    let (mantissa, shift) = if exponent == 0 {
+        (fraction, 1074)
+    } else {
+        (fraction | (1 << 52), 1075 - exponent)
+    };
+    let scaled = u128::from(mantissa) * 100_000_000;
+    if shift >= 128 {
+        // scaled < 2^80, far below half of 2^shift.
+        return 0;
+    }
+    let mut quotient = scaled >> shift;
+    let remainder = scaled & ((1_u128 << shift) - 1);
+    let half = 1_u128 << (shift - 1);
+    if remainder > half || (remainder == half && quotient & 1 == 1) {
+        quotient += 1;
+    }
+    quotient
+}
+
+/// The value that the text [`format_metric_value`] prints for `value` reads back as (a
+/// correctly rounded parse; integers read as integers), without the text when that is
+/// exact.
+///
+/// A non-finite value prints `0`, and `-0` reads back as the integer 0. Any other integral
+/// value reads back as itself (below 2^63 its digits are the shortest that round-trip,
+/// beyond it all of its digits). A non-integral value prints N/10^8 for an integer N; when
+/// N < 2^53 both N and 10^8 are floats, and IEEE division rounds their exact quotient
+/// correctly, as the parse of the text does. Larger N are read from the text.
+pub fn stored_metric_value(value: f64) -> f64 {
+    if !value.is_finite() || value == 0.0 {
+        return 0.0;
+    }
+    if value.fract() == 0.0 {
+        return value;
+    }
+    const TWO_POW_53: u128 = 1 << 53;
+    let digits = eight_decimal_digits(value);
+    if digits >= TWO_POW_53 {
+        return format_metric_value(value)
+            .parse()
+            .expect("a metric value prints as a number");
+    }
+    let magnitude = digits as f64 / 100_000_000.0;
+    if value.is_sign_negative() {
+        -magnitude
+    } else {
+        magnitude
     }
 }
 

@@ -28,14 +28,14 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 
-use super::flat_json::{self, Number};
 use super::functions::register_metric_map_functions;
 use super::metric_keys::{self, hour_of, KeyCounts};
 use super::pool::refresh_planner_statistics;
 use super::usage_rollup::{BucketUnit, HourBuckets};
 use super::write::{fold_usage, upsert_project, upsert_user, WindowUsage};
 use super::{Database, StorageError, DATABASE_FILE_NAME};
-use crate::model::{Metric, MetricMap, Metrics, Project, Unit, Usage, User};
+use crate::model::json::stored_metric_value;
+use crate::model::{Metric, Metrics, Project, Unit, Usage, User};
 
 /// Columns of a unit row, in the order [`BulkLoader`] binds them.
 const UNIT_COLUMNS: [&str; 17] = [
@@ -72,9 +72,8 @@ pub struct BulkWindow {
     end_dt: String,
     day_key_dt: String,
     units: Vec<EncodedUnit>,
-    /// The window's usage per (user, project), in first-seen order, as the upsert's
-    /// parameters carry it.
-    usage: Vec<(Usage, [String; 13])>,
+    /// The window's usage per (user, project), in first-seen order.
+    usage: Vec<WindowPair>,
     key_counts: KeyCounts,
     users: Vec<User>,
     projects: Vec<Project>,
@@ -130,12 +129,12 @@ impl BulkWindow {
             .collect();
         let usage = usage
             .into_iter()
-            .map(|mut window_usage| {
-                let StoredMaps { texts, read_back } = StoredMaps::new(&window_usage.metrics)?;
-                window_usage.metrics = read_back;
-                Ok((window_usage, texts))
+            .map(|usage| {
+                let mut stored = usage.metrics.clone();
+                round_to_stored(&mut stored);
+                WindowPair { usage, stored }
             })
-            .collect::<Result<_, StorageError>>()?;
+            .collect();
         Ok(Self {
             cluster_id: cluster_id.to_owned(),
             end_ms,
@@ -159,50 +158,28 @@ impl BulkWindow {
     }
 }
 
-/// Thirteen maps as a row stores them (the text) and as the SQL functions read them back.
-/// The text is kept: decoding it and encoding again need not give the same text.
-struct StoredMaps {
-    texts: [String; 13],
-    read_back: Metrics,
-}
-
-impl StoredMaps {
-    fn new(metrics: &Metrics) -> Result<Self, StorageError> {
-        let texts = Metric::ALL.map(|metric| metrics.get(metric).encode());
-        let mut read_back = Metrics::default();
-        for (metric, text) in Metric::ALL.iter().zip(&texts) {
-            *read_back.get_mut(*metric) = read_back_map(text)?;
-        }
-        Ok(Self { texts, read_back })
-    }
-}
-
-/// A stored map as [`MetricMap::decode`] reads it; the text this server writes without
-/// serde_json (both parse reals correctly rounded and integers exactly).
-fn read_back_map(text: &str) -> Result<MetricMap, StorageError> {
-    if let Some(numbers) = flat_json::numbers(text) {
-        return Ok(MetricMap(
-            numbers
-                .into_iter()
-                .map(|(key, number)| {
-                    let value = match number {
-                        Number::Int(integer) => integer as f64,
-                        Number::Real(real) => real,
-                    };
-                    (key.to_owned(), value)
-                })
-                .collect(),
-        ));
-    }
-    MetricMap::decode(text)
-        .map_err(|error| StorageError::Other(format!("re-reading a stored map: {error}")))
-}
-
-/// A usage row being folded: its values as stored, and the columns the upsert keeps.
-struct UsageRow {
-    /// Metrics as the stored row reads back.
+/// One (user, project) of a window: its units folded, as the upsert's parameters carry
+/// them before they are encoded, and as the upsert's SQL reads the encoded text back.
+struct WindowPair {
     usage: Usage,
-    texts: [String; 13],
+    stored: Metrics,
+}
+
+/// Rounds every value of `metrics` to what its stored text reads back as
+/// ([`stored_metric_value`]): the value the next upsert's SQL functions read from the row.
+fn round_to_stored(metrics: &mut Metrics) {
+    for metric in Metric::ALL {
+        for value in metrics.get_mut(metric).0.values_mut() {
+            *value = stored_metric_value(*value);
+        }
+    }
+}
+
+/// A usage row being folded, and the columns the upsert keeps.
+struct UsageRow {
+    /// The row's last fold before it is stored: its text is the stored text, its values
+    /// rounded to that text ([`round_to_stored`]) are what the next fold reads.
+    usage: Usage,
     num_updates: i64,
     last_updated_at: String,
 }
@@ -216,12 +193,10 @@ struct UsageRows {
 
 impl UsageRows {
     /// Adds one window's usage as the upsert would: a new row as it comes, an existing
-    /// one folded with it, counts added, `last_updated_at` moved to `last_updated_at`.
-    fn add(
-        &mut self,
-        (usage, texts): &(Usage, [String; 13]),
-        last_updated_at: &str,
-    ) -> Result<(), StorageError> {
+    /// one (as stored) folded with the window's (as stored), counts added,
+    /// `last_updated_at` moved to `last_updated_at`.
+    fn add(&mut self, pair: &WindowPair, last_updated_at: &str) {
+        let usage = &pair.usage;
         let found = self
             .index
             .get(usage.username.as_str())
@@ -229,28 +204,32 @@ impl UsageRows {
         match found {
             Some(&index) => {
                 let row = &mut self.rows[index];
-                fold_usage(&mut row.usage.metrics, &usage.metrics);
-                let stored = StoredMaps::new(&row.usage.metrics)?;
-                row.usage.metrics = stored.read_back;
-                row.texts = stored.texts;
+                round_to_stored(&mut row.usage.metrics);
+                fold_usage(&mut row.usage.metrics, &pair.stored);
                 row.usage.num_units += usage.num_units;
                 row.num_updates += 1;
                 last_updated_at.clone_into(&mut row.last_updated_at);
             }
             None => {
-                self.index
-                    .entry(usage.username.clone())
-                    .or_default()
-                    .insert(usage.project.clone(), self.rows.len());
+                let index = self.rows.len();
+                match self.index.get_mut(usage.username.as_str()) {
+                    Some(projects) => {
+                        projects.insert(usage.project.clone(), index);
+                    }
+                    None => {
+                        self.index.insert(
+                            usage.username.clone(),
+                            HashMap::from([(usage.project.clone(), index)]),
+                        );
+                    }
+                }
                 self.rows.push(UsageRow {
                     usage: usage.clone(),
-                    texts: texts.clone(),
                     num_updates: 1,
                     last_updated_at: last_updated_at.to_owned(),
                 });
             }
         }
-        Ok(())
     }
 
     /// Inserts the rows into `table` (`usage` or `daily_usage`) and forgets them. Returns
@@ -274,8 +253,8 @@ impl UsageRows {
             statement.raw_bind_parameter(6, &usage.username)?;
             statement.raw_bind_parameter(7, row.num_updates)?;
             statement.raw_bind_parameter(8, &row.last_updated_at)?;
-            for (offset, text) in row.texts.iter().enumerate() {
-                statement.raw_bind_parameter(9 + offset, text)?;
+            for (offset, metric) in Metric::ALL.iter().enumerate() {
+                statement.raw_bind_parameter(9 + offset, usage.metrics.get(*metric).encode())?;
             }
             statement.raw_execute()?;
         }
@@ -415,9 +394,9 @@ impl BulkLoader {
                 },
             )?;
         }
-        for usage in &window.usage {
-            self.usage.add(usage, &window.end_dt)?;
-            self.daily.add(usage, &window.day_key_dt)?;
+        for pair in &window.usage {
+            self.usage.add(pair, &window.end_dt);
+            self.daily.add(pair, &window.day_key_dt);
         }
         self.key_counts.merge(window.key_counts);
         for user in &window.users {
@@ -552,7 +531,9 @@ mod tests {
     use super::*;
     use crate::model::time::format_dt;
     use crate::model::List;
+    use crate::model::MetricMap;
     use crate::pipeline::day_key;
+    use crate::storage::flat_json::{self, Number};
     use crate::storage::test_support::{database, random_unit, Numbers};
     use crate::storage::window::{write_window, WindowRows};
 
@@ -711,6 +692,70 @@ mod tests {
             let expected = dump(&reference, sql, skipped);
             assert!(!expected.is_empty(), "{sql}: no rows to compare");
             assert_eq!(dump(&bulk, sql, skipped), expected, "{sql}");
+        }
+    }
+
+    /// What the SQL functions read back from the stored text of `value`.
+    fn read_back(value: f64) -> f64 {
+        let text = MetricMap::from_pairs(&[("k", value)]).encode();
+        match flat_json::numbers(&text).as_deref() {
+            Some([(_, Number::Int(integer))]) => *integer as f64,
+            Some([(_, Number::Real(real))]) => *real,
+            _ => MetricMap::decode(&text).unwrap().get("k").unwrap(),
+        }
+    }
+
+    #[test]
+    fn stored_values_are_what_the_text_reads_back_as() {
+        for value in [
+            0.0,
+            -0.0,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::MIN_POSITIVE,
+            -5e-9,
+            5e-9,
+            2.999_999_999,
+            -2.999_999_999,
+            0.5,
+            90_071_992.547_409_9,
+            90_071_992.547_409_93,
+            1e15 + 0.5,
+            4_503_599_627_370_495.5,
+            9_007_199_254_740_993.0,
+            1e20,
+            -1e300,
+            f64::MAX,
+        ] {
+            assert_eq!(
+                stored_metric_value(value).to_bits(),
+                read_back(value).to_bits(),
+                "{value:e}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_stored_value_is_what_the_text_reads_back_as(bits in proptest::num::u64::ANY) {
+            let value = f64::from_bits(bits);
+            proptest::prop_assert_eq!(
+                stored_metric_value(value).to_bits(),
+                read_back(value).to_bits(),
+                "{:e}",
+                value
+            );
+        }
+
+        #[test]
+        fn metric_sized_stored_values_are_what_the_text_reads_back_as(value in -1e13_f64..1e13) {
+            proptest::prop_assert_eq!(
+                stored_metric_value(value).to_bits(),
+                read_back(value).to_bits(),
+                "{:e}",
+                value
+            );
         }
     }
 

@@ -380,6 +380,38 @@ impl Sums {
         serde_json::Value::Object(out).to_string()
     }
 
+    /// The sums as [`Sums::decode`] reads back their [`Sums::encode`] text, without the
+    /// text: inexact (and nothing else kept) when the text is empty, every real sum at its
+    /// value with no compensation left (the text holds the value's shortest round-trip
+    /// digits, which read back exactly).
+    fn stored(&self) -> Sums {
+        let finite = self
+            .maps
+            .iter()
+            .flat_map(BTreeMap::values)
+            .all(|sum| match sum {
+                Sum::Int(_) => true,
+                Sum::Real { .. } => sum.value().is_finite(),
+            });
+        if self.inexact || !finite {
+            return Sums {
+                num_units: self.num_units,
+                inexact: true,
+                ..Sums::default()
+            };
+        }
+        let mut stored = self.clone();
+        for sum in stored.maps.iter_mut().flat_map(BTreeMap::values_mut) {
+            if let Sum::Real { .. } = sum {
+                *sum = Sum::Real {
+                    sum: sum.value(),
+                    err: 0.0,
+                };
+            }
+        }
+        stored
+    }
+
     fn decode(text: &str, num_units: i64) -> Sums {
         let mut sums = Sums {
             num_units,
@@ -559,13 +591,16 @@ fn add_unit_row(
 }
 
 /// The hour buckets of one cluster built from its units in `last_updated_at` order (a
-/// rebuild, a bulk load): each hour is written when the next one starts, then every day
-/// and month is derived once from them.
+/// rebuild, a bulk load): each hour is written when the next one starts, and its days and
+/// months derived from the hours as they are written ([`Coarser`]).
 pub(super) struct HourBuckets {
     cluster_id: String,
     current: Option<String>,
     groups: HashMap<GroupKey, Group>,
     hours: BTreeSet<String>,
+    /// `None` once an hour came that [`Coarser`] cannot follow: days and months are then
+    /// derived from the stored hours at the end, as a refresh does.
+    coarser: Option<Coarser>,
 }
 
 impl HourBuckets {
@@ -580,6 +615,7 @@ impl HourBuckets {
             current: None,
             groups: HashMap::new(),
             hours: BTreeSet::new(),
+            coarser: Some(Coarser::default()),
         })
     }
 
@@ -612,6 +648,10 @@ impl HourBuckets {
     fn enter(&mut self, conn: &Connection, hour: &str) -> Result<(), StorageError> {
         if self.current.as_deref() != Some(hour) {
             self.write_current(conn)?;
+            let follows = self.hours.last().is_none_or(|last| last.as_str() < hour);
+            if !follows || hour.chars().count() < SPANS[1] {
+                self.coarser = None;
+            }
             self.hours.insert(hour.to_owned());
             self.current = Some(hour.to_owned());
         }
@@ -621,17 +661,101 @@ impl HourBuckets {
     fn write_current(&mut self, conn: &Connection) -> Result<(), StorageError> {
         if let Some(done) = self.current.take() {
             replace_bucket(conn, &self.cluster_id, HOUR, &done, &self.groups)?;
+            if let Some(coarser) = &mut self.coarser {
+                coarser.add_hour(conn, &self.cluster_id, &done, &self.groups)?;
+            }
             self.groups.clear();
         }
         Ok(())
     }
 
-    /// Writes the last hour, derives every day and month, and marks the cluster's buckets
-    /// complete.
+    /// Writes the last hour, its day and month (or every day and month from the stored
+    /// hours), and marks the cluster's buckets complete.
     pub fn finish(mut self, conn: &Connection) -> Result<(), StorageError> {
         self.write_current(conn)?;
-        refresh_coarser(conn, &self.cluster_id, &self.hours)?;
+        match self.coarser.take() {
+            Some(coarser) => coarser.finish(conn, &self.cluster_id)?,
+            None => refresh_coarser(conn, &self.cluster_id, &self.hours)?,
+        }
         MARKER.mark(conn, &self.cluster_id)
+    }
+}
+
+/// The day and month buckets of [`HourBuckets`], merged in memory from the hours as they
+/// are written, as [`refresh_coarser`] merges them from the stored rows: each finer
+/// group as its stored sums read back ([`Sums::stored`]), in ascending bucket order, the
+/// bare columns of the latest. That holds while hours come in ascending order and each
+/// has at least a day's characters, so that the hours a day's range of buckets holds
+/// are the ones before the next day (and the same for days in a month).
+#[derive(Default)]
+struct Coarser {
+    day: Option<(String, HashMap<GroupKey, Group>)>,
+    month: Option<(String, HashMap<GroupKey, Group>)>,
+}
+
+impl Coarser {
+    fn add_hour(
+        &mut self,
+        conn: &Connection,
+        cluster_id: &str,
+        hour: &str,
+        groups: &HashMap<GroupKey, Group>,
+    ) -> Result<(), StorageError> {
+        let day = prefix(hour, SPANS[1]);
+        if self.day.as_ref().is_none_or(|(current, _)| current != day) {
+            self.write_day(conn, cluster_id)?;
+            self.day = Some((day.to_owned(), HashMap::new()));
+        }
+        if let Some((_, day_groups)) = &mut self.day {
+            merge_stored(day_groups, groups);
+        }
+        Ok(())
+    }
+
+    /// Writes the day being merged and merges it into its month.
+    fn write_day(&mut self, conn: &Connection, cluster_id: &str) -> Result<(), StorageError> {
+        let Some((day, groups)) = self.day.take() else {
+            return Ok(());
+        };
+        replace_bucket(conn, cluster_id, SPANS[1], &day, &groups)?;
+        let month = prefix(&day, SPANS[0]);
+        if self
+            .month
+            .as_ref()
+            .is_none_or(|(current, _)| current != month)
+        {
+            self.write_month(conn, cluster_id)?;
+            self.month = Some((month.to_owned(), HashMap::new()));
+        }
+        if let Some((_, month_groups)) = &mut self.month {
+            merge_stored(month_groups, &groups);
+        }
+        Ok(())
+    }
+
+    fn write_month(&mut self, conn: &Connection, cluster_id: &str) -> Result<(), StorageError> {
+        if let Some((month, groups)) = self.month.take() {
+            replace_bucket(conn, cluster_id, SPANS[0], &month, &groups)?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, conn: &Connection, cluster_id: &str) -> Result<(), StorageError> {
+        self.write_day(conn, cluster_id)?;
+        self.write_month(conn, cluster_id)
+    }
+}
+
+/// Merges the groups of a finer bucket into `into` as [`read_buckets`] merges its rows.
+fn merge_stored(into: &mut HashMap<GroupKey, Group>, finer: &HashMap<GroupKey, Group>) {
+    for (key, group) in finer {
+        let merged = match into.get_mut(key) {
+            Some(merged) => merged,
+            None => into.entry(key.clone()).or_default(),
+        };
+        merged.resource_manager.clone_from(&group.resource_manager);
+        merged.groupname.clone_from(&group.groupname);
+        merged.sums.merge(&group.sums.stored());
     }
 }
 
@@ -1064,6 +1188,62 @@ mod tests {
 
     const CLUSTER: &str = "c1";
     const EPOCH: i64 = 1_706_652_000; // 2024-01-30T22:00:00Z
+
+    /// Sums of the given (metric, key, value) additions, `num_units` units.
+    fn sums_of(num_units: i64, values: &[(Metric, &str, Sum)]) -> Sums {
+        let mut sums = Sums {
+            num_units,
+            ..Sums::default()
+        };
+        for (metric, key, value) in values {
+            sums.add_value(*metric, key, Some(Ok(*value)));
+        }
+        sums
+    }
+
+    #[test]
+    fn stored_sums_are_what_their_text_reads_back_as() {
+        let real = |sum: f64| Sum::Real { sum, err: 0.0 };
+        let cases = [
+            sums_of(0, &[]),
+            sums_of(
+                3,
+                &[
+                    (Metric::TotalTimeSeconds, "walltime", Sum::Int(7)),
+                    (Metric::TotalTimeSeconds, "walltime", real(0.1)),
+                    (Metric::TotalTimeSeconds, "walltime", real(0.2)),
+                    (Metric::TotalTimeSeconds, "walltime", real(1e16)),
+                    (Metric::AvgCpuUsage, "global", real(-0.0)),
+                    (Metric::AvgCpuUsage, "global", real(-0.0)),
+                    (Metric::AvgGpuUsage, "global", real(-0.0)),
+                    (Metric::TotalIngressStats, "bytes_total", Sum::Int(i64::MAX)),
+                    (Metric::TotalEgressStats, "bytes_total", real(1e300)),
+                    (Metric::TotalEgressStats, "errors", real(1.5e-300)),
+                ],
+            ),
+            sums_of(1, &[(Metric::AvgCpuUsage, "global", real(f64::INFINITY))]),
+            sums_of(1, &[(Metric::AvgCpuUsage, "global", real(f64::NAN))]),
+            sums_of(
+                2,
+                &[
+                    (Metric::AvgCpuUsage, "global", real(f64::MAX)),
+                    (Metric::AvgCpuUsage, "global", real(f64::MAX)),
+                ],
+            ),
+            sums_of(
+                2,
+                &[
+                    (Metric::AvgCpuUsage, "global", Sum::Int(i64::MAX)),
+                    (Metric::AvgCpuUsage, "global", Sum::Int(1)),
+                ],
+            ),
+            sums_of(1, &[(Metric::AvgCpuUsage, "a \"quoted\" key", real(2.5))]),
+        ];
+        for sums in cases {
+            let text = sums.encode();
+            assert_eq!(sums.stored(), Sums::decode(&text, sums.num_units), "{text}");
+        }
+    }
 
     fn projects() -> Vec<Project> {
         (0..3)

@@ -10,7 +10,6 @@ use chrono_tz::Tz;
 use rusqlite::types::ToSql;
 use rusqlite::Transaction;
 
-use super::functions::{add_metric_maps, weighted_average_metric_maps};
 use super::StorageError;
 use crate::model::time::format_dt;
 use crate::model::{Metric, MetricMap, Metrics, Project, Unit, Usage, User};
@@ -170,24 +169,53 @@ impl<'a> WindowUsage<'a> {
 /// Folds `current` (one more unit of the window) into `folded` exactly as the usage upsert
 /// folds a unit into a stored row: totals added key-wise, each average re-weighted by the
 /// `total_time_seconds` weights of both sides before the times themselves are added.
+///
+/// In place, with the arithmetic of the SQL functions'
+/// [`weighted_average_metric_maps`](super::functions::weighted_average_metric_maps) and
+/// [`add_metric_maps`](super::functions::add_metric_maps) (a test compares them): every sum starts from `0.0 +`, as
+/// theirs do, so a lone `-0.0` becomes `0.0` as it does there.
 pub fn fold_usage(folded: &mut Metrics, current: &Metrics) {
     for metric in Metric::ALL {
         if let Some(weight_key) = metric.weight_key() {
             let folded_weight = folded.total_time_seconds.get(weight_key).unwrap_or(0.0);
             let current_weight = current.total_time_seconds.get(weight_key).unwrap_or(0.0);
-            let average = weighted_average_metric_maps(
-                folded.get(metric),
-                current.get(metric),
-                folded_weight,
-                current_weight,
-            );
-            *folded.get_mut(metric) = average;
+            let average = |weighted_sum: f64, weight_sum: f64| {
+                if weight_sum > 0.0 {
+                    weighted_sum / weight_sum
+                } else {
+                    weighted_sum
+                }
+            };
+            let current_map = &current.get(metric).0;
+            let folded_map = &mut folded.get_mut(metric).0;
+            for (key, value) in folded_map.iter_mut() {
+                let mut weighted_sum = 0.0 + *value * folded_weight;
+                let mut weight_sum = 0.0 + folded_weight;
+                if let Some(other) = current_map.get(key) {
+                    weighted_sum += other * current_weight;
+                    weight_sum += current_weight;
+                }
+                *value = average(weighted_sum, weight_sum);
+            }
+            for (key, value) in current_map {
+                if !folded_map.contains_key(key) {
+                    let value = average(0.0 + value * current_weight, 0.0 + current_weight);
+                    folded_map.insert(key.clone(), value);
+                }
+            }
         }
     }
     for metric in Metric::ALL {
         if metric.weight_key().is_none() {
-            let sum = add_metric_maps(folded.get(metric), current.get(metric));
-            *folded.get_mut(metric) = sum;
+            let folded_map = &mut folded.get_mut(metric).0;
+            for (key, value) in &current.get(metric).0 {
+                match folded_map.get_mut(key) {
+                    Some(total) => *total += value,
+                    None => {
+                        folded_map.insert(key.clone(), 0.0 + value);
+                    }
+                }
+            }
         }
     }
 }
@@ -325,6 +353,7 @@ mod tests {
     use super::*;
     use crate::model::{Generic, List, Metrics};
     use crate::storage::functions::register_metric_map_functions;
+    use crate::storage::functions::{add_metric_maps, weighted_average_metric_maps};
     use crate::storage::migrations::migrate;
     use rusqlite::Connection;
 
@@ -788,5 +817,81 @@ mod tests {
         let paris =
             purge_expired_rows(&transaction, 1_709_251_200_000, chrono_tz::Europe::Paris).unwrap();
         assert_eq!(paris.usage, 1);
+    }
+
+    /// The fold as the upsert's SQL functions compute it, one new map per metric.
+    fn fold_by_functions(folded: &Metrics, current: &Metrics) -> Metrics {
+        let mut out = folded.clone();
+        for metric in Metric::ALL {
+            if let Some(weight_key) = metric.weight_key() {
+                *out.get_mut(metric) = weighted_average_metric_maps(
+                    folded.get(metric),
+                    current.get(metric),
+                    folded.total_time_seconds.get(weight_key).unwrap_or(0.0),
+                    current.total_time_seconds.get(weight_key).unwrap_or(0.0),
+                );
+            }
+        }
+        for metric in Metric::ALL {
+            if metric.weight_key().is_none() {
+                *out.get_mut(metric) = add_metric_maps(folded.get(metric), current.get(metric));
+            }
+        }
+        out
+    }
+
+    /// Metrics over a few keys per map (weights among them), with values that include
+    /// zeros of both signs, negatives, NaN and infinities.
+    fn arbitrary_metrics() -> impl proptest::strategy::Strategy<Value = Metrics> {
+        use proptest::prelude::*;
+        let value = prop_oneof![
+            -1e6_f64..1e6,
+            Just(0.0),
+            Just(-0.0),
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            proptest::num::f64::ANY,
+        ];
+        let keys = prop_oneof![
+            Just("alloc_cputime"),
+            Just("alloc_gputime"),
+            Just("global"),
+            Just("total"),
+            Just("walltime"),
+        ];
+        proptest::collection::vec((0..Metric::ALL.len(), keys, value), 0..24).prop_map(|entries| {
+            let mut metrics = Metrics::default();
+            for (metric, key, value) in entries {
+                metrics
+                    .get_mut(Metric::ALL[metric])
+                    .0
+                    .insert(key.to_owned(), value);
+            }
+            metrics
+        })
+    }
+
+    /// Same bits, NaN payloads aside.
+    fn same(left: &Metrics, right: &Metrics) -> bool {
+        Metric::ALL.iter().all(|metric| {
+            let (left, right) = (&left.get(*metric).0, &right.get(*metric).0);
+            left.len() == right.len()
+                && left.iter().zip(right).all(|((lk, lv), (rk, rv))| {
+                    lk == rk && (lv.to_bits() == rv.to_bits() || (lv.is_nan() && rv.is_nan()))
+                })
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fold_in_place_is_the_functions_fold(
+            folded in arbitrary_metrics(),
+            current in arbitrary_metrics(),
+        ) {
+            let expected = fold_by_functions(&folded, &current);
+            let mut actual = folded.clone();
+            fold_usage(&mut actual, &current);
+            proptest::prop_assert!(same(&actual, &expected), "{actual:?} != {expected:?}");
+        }
     }
 }
