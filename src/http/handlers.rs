@@ -156,7 +156,7 @@ async fn current_usage(
     let key = format!("{}?{}", request.path, key_params.canonical());
 
     if let Some(hit) = api.usage_cache.get(&key).await {
-        return Ok(cached_reply(&hit, &[]));
+        return Ok(cached_reply(&hit));
     }
 
     let answer = api
@@ -176,9 +176,10 @@ async fn current_usage(
     }
 }
 
-/// A reply from the cache, with an `Expires` header saying until when it is served.
-fn cached_reply(hit: &CachedAnswer, warnings: &[String]) -> Reply {
-    let mut reply = envelope::success_raw(&hit.data_json, warnings);
+/// A reply from the cache (with the warnings cached beside it), and an `Expires` header
+/// saying until when it is served.
+fn cached_reply(hit: &CachedAnswer) -> Reply {
+    let mut reply = envelope::success_raw(&hit.data_json, &hit.warnings);
     let expires = hit
         .expires_at
         .with_timezone(&local_time_zone())
@@ -215,7 +216,7 @@ async fn stats(api: &Api, params: &QueryParams, current: bool) -> Result<Reply, 
     Ok(if fresh {
         envelope::success_raw(&answer.data_json, &answer.warnings)
     } else {
-        cached_reply(&answer, &answer.warnings)
+        cached_reply(&answer)
     })
 }
 

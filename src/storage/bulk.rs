@@ -736,26 +736,25 @@ mod tests {
         }
     }
 
+    fn stored_as_read_back(value: f64) -> Result<(), proptest::test_runner::TestCaseError> {
+        proptest::prop_assert_eq!(
+            stored_metric_value(value).to_bits(),
+            read_back(value).to_bits(),
+            "{:e}",
+            value
+        );
+        Ok(())
+    }
+
     proptest::proptest! {
         #[test]
         fn any_stored_value_is_what_the_text_reads_back_as(bits in proptest::num::u64::ANY) {
-            let value = f64::from_bits(bits);
-            proptest::prop_assert_eq!(
-                stored_metric_value(value).to_bits(),
-                read_back(value).to_bits(),
-                "{:e}",
-                value
-            );
+            stored_as_read_back(f64::from_bits(bits))?;
         }
 
         #[test]
         fn metric_sized_stored_values_are_what_the_text_reads_back_as(value in -1e13_f64..1e13) {
-            proptest::prop_assert_eq!(
-                stored_metric_value(value).to_bits(),
-                read_back(value).to_bits(),
-                "{:e}",
-                value
-            );
+            stored_as_read_back(value)?;
         }
     }
 
