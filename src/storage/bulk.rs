@@ -707,7 +707,14 @@ mod tests {
 
     #[test]
     fn stored_values_are_what_the_text_reads_back_as() {
-        for value in [
+        // Around the largest 8-decimal value read back by arithmetic (N = 2^53).
+        let edge: f64 = 9_007_199_254_740_992.0 / 1e8;
+        let around_edge = [
+            f64::from_bits(edge.to_bits() - 1),
+            edge,
+            f64::from_bits(edge.to_bits() + 1),
+        ];
+        for value in around_edge.into_iter().chain([
             0.0,
             -0.0,
             f64::NAN,
@@ -727,7 +734,7 @@ mod tests {
             1e20,
             -1e300,
             f64::MAX,
-        ] {
+        ]) {
             assert_eq!(
                 stored_metric_value(value).to_bits(),
                 read_back(value).to_bits(),
