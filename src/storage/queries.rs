@@ -7,12 +7,12 @@
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{params_from_iter, Connection, OptionalExtension, Row};
 
-use super::{log_statement, StorageError};
+use super::{flat_json, log_statement, StorageError};
 use crate::model::json::decode_text_lossy;
 use crate::model::{
-    Cluster, CurrentUsageQuery, DtWindow, Filters, Generic, GlobalUsageQuery, List, Metric,
-    MetricMap, Project, ProjectQuery, Rows, Scope, Stat, StatsQuery, Unit, UnitField, UnitQuery,
-    Usage, UsageField, User, UserQuery, VerifyQuery,
+    Cluster, CurrentUsageQuery, DtWindow, EncodedMap, EncodedMaps, Filters, Generic,
+    GlobalUsageQuery, List, Metric, MetricMap, Project, ProjectQuery, Rows, Scope, Stat,
+    StatsQuery, Unit, UnitField, UnitQuery, Usage, UsageField, User, UserQuery, VerifyQuery,
 };
 
 /// A SQL statement under construction, with its positional parameters.
@@ -146,6 +146,14 @@ fn text(row: &Row<'_>, index: usize) -> rusqlite::Result<String> {
     })
 }
 
+/// A TEXT column's text when it is valid UTF-8.
+fn stored_text<'row>(row: &'row Row<'_>, index: usize) -> rusqlite::Result<Option<&'row str>> {
+    Ok(match row.get_ref(index)? {
+        ValueRef::Text(bytes) => std::str::from_utf8(bytes).ok(),
+        _ => None,
+    })
+}
+
 /// Reads an INTEGER column; NULL or unparsable text is 0.
 fn integer(row: &Row<'_>, index: usize) -> rusqlite::Result<i64> {
     Ok(match row.get_ref(index)? {
@@ -187,8 +195,39 @@ impl ScanProblems {
         self.decode(row, index, MetricMap::decode)
     }
 
+    /// An object column; one already in the form [`Generic::decode`] keeps (an object of
+    /// integers, as allocations are) is kept without decoding it.
     fn generic(&mut self, row: &Row<'_>, index: usize) -> rusqlite::Result<Generic> {
+        if let Some(text) = stored_text(row, index)? {
+            if flat_json::is_encoded_integer_object(text) {
+                return Ok(Generic::from_encoded(text).unwrap_or_else(|_| {
+                    self.0 += 1;
+                    Generic::default()
+                }));
+            }
+        }
         self.decode(row, index, Generic::decode)
+    }
+
+    /// A metric map column as encoded text, added to `maps` unless empty: the stored text
+    /// itself when it is already what encoding the map gives, else decoded and encoded.
+    fn encoded_metric(
+        &mut self,
+        row: &Row<'_>,
+        index: usize,
+        metric: Metric,
+        maps: &mut EncodedMaps,
+    ) -> rusqlite::Result<()> {
+        let text = match stored_text(row, index)? {
+            Some(text) if flat_json::is_encoded_metric_map(text) => text.to_owned(),
+            _ => self.metric(row, index)?.encode(),
+        };
+        match EncodedMap::new(text) {
+            Ok(Some(map)) => maps.0.push((metric, map)),
+            Ok(None) => {}
+            Err(_) => self.0 += 1,
+        }
+        Ok(())
     }
 
     fn list(&mut self, row: &Row<'_>, index: usize) -> rusqlite::Result<List> {
@@ -285,7 +324,7 @@ pub fn units(conn: &Connection, query: &UnitQuery) -> Result<Rows<Unit>, Storage
                 UnitField::State => unit.state = text(row, index)?,
                 UnitField::Allocation => unit.allocation = problems.generic(row, index)?,
                 UnitField::Metric(metric) => {
-                    *unit.metrics.get_mut(*metric) = problems.metric(row, index)?;
+                    problems.encoded_metric(row, index, *metric, &mut unit.metrics.encoded)?;
                 }
                 UnitField::Tags => unit.tags = problems.generic(row, index)?,
             }
@@ -296,10 +335,16 @@ pub fn units(conn: &Connection, query: &UnitQuery) -> Result<Rows<Unit>, Storage
         );
         Ok((order, unit))
     })?;
-    let mut keyed = rows.rows;
-    keyed.sort_by(|(left, _), (right, _)| left.cmp(right));
+    // Units are large: sort their positions, then move each unit once.
+    let (keys, units): (Vec<_>, Vec<_>) = rows.rows.into_iter().unzip();
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    order.sort_by(|&left, &right| keys[left].cmp(&keys[right]));
+    let mut units: Vec<Option<Unit>> = units.into_iter().map(Some).collect();
     Ok(Rows {
-        rows: keyed.into_iter().map(|(_, unit)| unit).collect(),
+        rows: order
+            .into_iter()
+            .filter_map(|position| units[position].take())
+            .collect(),
         warnings: rows.warnings,
     })
 }
@@ -1223,5 +1268,93 @@ mod tests {
         let ours: Vec<(&Value, &Value)> = names.iter().map(|name| by_name[name.as_str()]).collect();
         let theirs: Vec<(&Value, &Value)> = expected.iter().map(|(c, u, _)| (c, u)).collect();
         assert_eq!(ours, theirs);
+    }
+
+    /// Stored texts kept as they are and texts decoded and encoded again answer the same
+    /// bytes as units whose maps and allocations were decoded.
+    #[test]
+    fn listed_maps_answer_as_decoded_ones() {
+        let conn = database();
+        let maps = [
+            r#"{"global":76.24923022}"#,
+            r#"{"global":76.2492302}"#,
+            r#"{"b":1,"a":2.5}"#,
+            r#"{"a":"NaN","b":null,"c":-0}"#,
+            r#"{"a<b":1,"z":1e3}"#,
+            r#"{"total":1234567.12345678}"#,
+            "{}",
+            "null",
+            "",
+            "not json",
+        ];
+        let allocations = [
+            r#"{"cpus":2,"mem":4096}"#,
+            r#"{"mem":4096,"cpus":2}"#,
+            r#"{"cpus":2.0,"nodes":-0,"name":"<x>"}"#,
+            "{}",
+            "null",
+            "[]",
+        ];
+        for (id, map) in maps.iter().enumerate() {
+            let allocation = allocations[id % allocations.len()];
+            conn.execute(
+                "INSERT INTO units (cluster_id, uuid, username, ended_at, ended_at_ts, ignore,
+                 allocation, avg_cpu_usage, total_io_read_stats)
+                 VALUES ('c', ?1, 'u', '2024-01-02T00:00:00+0000', 1, 0, ?2, ?3, ?3)",
+                rusqlite::params![format!("{id:02}"), allocation, map],
+            )
+            .unwrap();
+        }
+        let query = UnitQuery {
+            scope: Scope::Admin,
+            filters: Filters::default(),
+            uuids: Vec::new(),
+            window: Some(DtWindow {
+                from: "2024-01-01T00:00:00".into(),
+                to: "2024-01-03T00:00:00".into(),
+            }),
+            running: false,
+            fields: crate::model::UnitFieldSet::from_params(&[
+                "uuid",
+                "allocation",
+                "avg_cpu_usage",
+                "total_io_read_stats",
+            ])
+            .unwrap(),
+        };
+        let listed = units(&conn, &query).unwrap();
+        let mut problems = 0;
+        let expected: Vec<Unit> = maps
+            .iter()
+            .enumerate()
+            .map(|(id, map)| {
+                let allocation = allocations[id % allocations.len()];
+                let mut unit = Unit {
+                    uuid: format!("{id:02}"),
+                    allocation: Generic::decode(allocation).unwrap_or_else(|_| {
+                        problems += 1;
+                        Generic::default()
+                    }),
+                    ..Unit::default()
+                };
+                let decoded = MetricMap::decode(map).unwrap_or_default();
+                if !map.is_empty() && MetricMap::decode(map).is_err() {
+                    problems += 1;
+                }
+                unit.metrics.avg_cpu_usage = decoded.clone();
+                unit.metrics.total_io_read_stats = decoded;
+                unit
+            })
+            .collect();
+        assert_eq!(
+            String::from_utf8(crate::model::json::to_go_json(&listed.rows)).unwrap(),
+            String::from_utf8(crate::model::json::to_go_json(&expected)).unwrap()
+        );
+        // Rows with an undecodable column are still counted once each.
+        assert!(problems > 0);
+        assert_eq!(
+            listed.warnings,
+            vec![format!("failed to scan {problems} rows")]
+        );
     }
 }
