@@ -338,6 +338,24 @@ impl Sums {
         }
     }
 
+    /// Adds the sums stored as `text` (see [`Sums::decode`]), without building them
+    /// first when the text is in the form this server writes.
+    fn add_text(&mut self, text: &str, num_units: i64) {
+        let Some(columns) = flat_json::nested_numbers(text) else {
+            return self.merge(&Sums::decode(text, num_units));
+        };
+        self.num_units += num_units;
+        for (column, values) in columns {
+            let Some(metric) = Metric::from_column(column) else {
+                self.inexact = true;
+                continue;
+            };
+            for (key, number) in values {
+                self.add_value(metric, key, Some(Ok(Sum::from(number))));
+            }
+        }
+    }
+
     /// Adds the sums of another group (a finer bucket).
     fn merge(&mut self, other: &Sums) {
         self.num_units += other.num_units;
@@ -485,6 +503,20 @@ struct Group {
     resource_manager: String,
     groupname: String,
     sums: Sums,
+}
+
+/// A TEXT column borrowed from the row; anything else is the error `row.get` gives.
+fn borrowed_text<'row>(row: &'row rusqlite::Row<'_>, index: usize) -> rusqlite::Result<&'row str> {
+    row.get_ref(index)?.as_str().map_err(|error| {
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, error.into())
+    })
+}
+
+/// The bare columns of a group: those of its latest unit or bucket.
+struct Bare {
+    cluster_id: String,
+    resource_manager: String,
+    groupname: String,
 }
 
 /// The unit columns read to aggregate units: group key, bare columns, the thirteen maps.
@@ -1029,22 +1061,27 @@ fn cover_between(spans: &[usize], low: &str, high: &str, out: &mut Vec<BucketRan
 pub struct Totals(HashMap<(String, String), Group>);
 
 impl Totals {
-    fn merge(&mut self, key: &GroupKey, group: &Group) {
-        match self.0.get_mut(&(key.username.clone(), key.project.clone())) {
-            Some(total) => {
-                total.sums.merge(&group.sums);
-                if group.latest >= total.latest {
-                    total.latest.clone_from(&group.latest);
-                    total.cluster_id.clone_from(&group.cluster_id);
-                    total.resource_manager.clone_from(&group.resource_manager);
-                    total.groupname.clone_from(&group.groupname);
-                }
-            }
-            None => {
-                self.0
-                    .insert((key.username.clone(), key.project.clone()), group.clone());
-            }
+    /// The total of (user, project), whose bare columns become those of `latest` when it
+    /// is at least as late as what the total holds.
+    fn total_mut(
+        &mut self,
+        key: GroupKey,
+        latest: &str,
+        bare: impl FnOnce() -> rusqlite::Result<Bare>,
+    ) -> rusqlite::Result<&mut Group> {
+        let total = self.0.entry((key.username, key.project)).or_default();
+        if latest >= total.latest.as_str() {
+            let Bare {
+                cluster_id,
+                resource_manager,
+                groupname,
+            } = bare()?;
+            total.latest = latest.to_owned();
+            total.cluster_id = cluster_id;
+            total.resource_manager = resource_manager;
+            total.groupname = groupname;
         }
+        Ok(total)
     }
 
     /// Adds the units selected by `SELECT ... FROM units WHERE <predicate>`.
@@ -1064,13 +1101,28 @@ impl Totals {
         while let Some(row) = rows.next()? {
             add_unit_row(row, 0, &mut groups)?;
         }
-        for (key, group) in &groups {
-            self.merge(key, group);
+        for (key, group) in groups {
+            let Group {
+                latest,
+                cluster_id,
+                resource_manager,
+                groupname,
+                sums,
+            } = group;
+            let bare = || {
+                Ok(Bare {
+                    cluster_id,
+                    resource_manager,
+                    groupname,
+                })
+            };
+            self.total_mut(key, &latest, bare)?.sums.merge(&sums);
         }
         Ok(())
     }
 
-    /// Adds the buckets selected by `SELECT ... FROM usage_buckets WHERE <predicate>`.
+    /// Adds the buckets selected by `SELECT ... FROM usage_buckets WHERE <predicate>`,
+    /// each bucket's sums added from its text as it is read.
     pub fn add_buckets(
         &mut self,
         conn: &Connection,
@@ -1089,14 +1141,19 @@ impl Totals {
                 project: row.get(3)?,
                 terminated: row.get(5)?,
             };
-            let group = Group {
-                latest: row.get(8)?,
-                cluster_id: row.get(0)?,
-                resource_manager: row.get(1)?,
-                groupname: row.get(4)?,
-                sums: Sums::decode(&row.get::<_, String>(7)?, row.get(6)?),
+            let bare = || {
+                Ok(Bare {
+                    cluster_id: row.get(0)?,
+                    resource_manager: row.get(1)?,
+                    groupname: row.get(4)?,
+                })
             };
-            self.merge(&key, &group);
+            let latest = borrowed_text(row, 8)?;
+            let sums = borrowed_text(row, 7)?;
+            let num_units = row.get(6)?;
+            self.total_mut(key, latest, bare)?
+                .sums
+                .add_text(sums, num_units);
         }
         Ok(())
     }
