@@ -5,7 +5,7 @@ use chrono::{TimeZone, Utc};
 use chrono_tz::Tz;
 
 use crate::config::format_go_duration;
-use crate::model::{EncodedMaps, MetricMap, Metrics, Unit, Usage};
+use crate::model::{MetricMap, Metrics, Unit, Usage};
 
 const MANAGERS: [&str; 3] = ["slurm", "openstack", "k8s"];
 
@@ -143,7 +143,6 @@ pub fn demo_units(now: i64, zone: Tz) -> Vec<Unit> {
                 total_io_write_stats: io_maps(&mut rng, "requests"),
                 total_ingress_stats: io_maps(&mut rng, "packets"),
                 total_egress_stats: io_maps(&mut rng, "packets"),
-                encoded: EncodedMaps::default(),
             };
             let projects = projects_of(manager);
             Unit {
@@ -221,7 +220,6 @@ pub fn demo_usage() -> Vec<Usage> {
                 total_io_write_stats: io_maps(&mut rng, "requests"),
                 total_ingress_stats: io_maps(&mut rng, "packets"),
                 total_egress_stats: io_maps(&mut rng, "packets"),
-                encoded: EncodedMaps::default(),
             };
             rows.push(Usage {
                 cluster_id: String::new(),

@@ -13,8 +13,7 @@ use super::envelope::{self, ApiError, Reply};
 use super::filters::{self, QueryParams, WindowRules};
 use super::routes::{Api, Request, Route};
 use crate::model::json::to_go_json;
-use crate::model::time::{convert_dtz, local_time_zone};
-use crate::model::Unit;
+use crate::model::time::local_time_zone;
 use crate::storage::{queries, StorageError};
 
 /// Dispatches to the handler of `route`.
@@ -84,35 +83,27 @@ async fn units(
     admin: bool,
 ) -> Result<Reply, ApiError> {
     let query = filters::unit_query(params, user, admin, &window_rules(api))?;
-    let mut rows = api
+    let mut warnings = Vec::new();
+    let zone = match params.first("timezone") {
+        Some(zone_name) => match zone_name.parse::<Tz>() {
+            Ok(zone) => (zone != api.time_zone).then_some(zone),
+            Err(_) => {
+                warnings.push(format!(
+                    "unknown time zone {zone_name:?} in query parameter 'timezone': times are in the server's zone"
+                ));
+                None
+            }
+        },
+        None => None,
+    };
+    let rows = api
         .db
-        .read(move |conn| queries::units(conn, &query))
+        .read(move |conn| queries::units(conn, &query, zone))
         .await
         .map_err(internal)?;
-    if let Some(zone_name) = params.first("timezone") {
-        match zone_name.parse::<Tz>() {
-            Ok(zone) if zone != api.time_zone => {
-                rows.rows.iter_mut().for_each(|unit| convert_times(unit, zone));
-            }
-            Ok(_) => {}
-            Err(_) => rows.warnings.push(format!(
-                "unknown time zone {zone_name:?} in query parameter 'timezone': times are in the server's zone"
-            )),
-        }
-    }
-    Ok(envelope::success(&rows.rows, &rows.warnings))
-}
-
-fn convert_times(unit: &mut Unit, zone: Tz) {
-    for text in [
-        &mut unit.created_at,
-        &mut unit.started_at,
-        &mut unit.ended_at,
-    ] {
-        if !text.is_empty() {
-            *text = convert_dtz(text, zone);
-        }
-    }
+    // The statement's warnings first, as when the times were converted afterwards.
+    let warnings: Vec<String> = rows.warnings.into_iter().chain(warnings).collect();
+    Ok(envelope::success_raw(&rows.json, &warnings))
 }
 
 /// The ownership check: 200 with `data: null`, or 403.

@@ -2661,7 +2661,6 @@ mod tests {
             total_io_read_stats: map(r#"{"bytes":2000,"requests":20}"#),
             total_ingress_stats: map(r#"{"bytes":3000,"packets":30}"#),
             total_egress_stats: map(r#"{"bytes":4000,"packets":40}"#),
-            encoded: Default::default(),
         }
     }
 

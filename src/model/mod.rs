@@ -14,9 +14,9 @@ pub use query::{
     CurrentUsageQuery, Filters, GlobalUsageQuery, GroupBy, ProjectQuery, Rows, Scope, StatsQuery,
     UnitQuery, UserQuery, VerifyQuery,
 };
-pub use records::{Cluster, EncodedMaps, Metric, Metrics, Project, Stat, Unit, Usage, User};
+pub use records::{Cluster, Metric, Metrics, Project, Stat, Unit, Usage, User};
 pub use time::{DtWindow, TimeWindow};
-pub use values::{DecodeError, EncodedMap, Generic, List, MetricMap};
+pub use values::{DecodeError, Generic, List, MetricMap};
 
 /// The built-in service account of the CEEMS load balancer, always an admin.
 pub const SERVICE_ACCOUNT: &str = "ceems-int-svc";

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::values::{EncodedMap, Generic, List, MetricMap};
+use super::values::{Generic, List, MetricMap};
 
 fn is_zero(value: &i64) -> bool {
     *value == 0
@@ -109,26 +109,6 @@ pub struct Metrics {
     pub total_ingress_stats: MetricMap,
     #[serde(skip_serializing_if = "MetricMap::is_empty")]
     pub total_egress_stats: MetricMap,
-    /// Maps kept as encoded text instead (the unit list), answered after the decoded
-    /// ones in the order they were added.
-    #[serde(flatten)]
-    pub encoded: EncodedMaps,
-}
-
-/// Metric maps as encoded text, in the order they were added (the unit list adds them in
-/// API key order and leaves the decoded maps empty).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct EncodedMaps(pub Vec<(Metric, EncodedMap)>);
-
-impl Serialize for EncodedMaps {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (metric, text) in &self.0 {
-            map.serialize_entry(metric.column(), text)?;
-        }
-        map.end()
-    }
 }
 
 impl Metrics {

@@ -108,40 +108,6 @@ impl MetricMap {
     }
 }
 
-/// A metric map as encoded JSON text (what [`MetricMap::encode`] gives), answered as it
-/// is: the unit list keeps a stored map's text when it is already in that form instead
-/// of decoding and encoding it again.
-#[derive(Debug, Clone)]
-pub struct EncodedMap(Box<RawValue>);
-
-impl EncodedMap {
-    /// `text` must be what [`MetricMap::encode`] gives (the caller has checked that, or
-    /// has just encoded it); `None` for the empty map, which answers leave out.
-    pub fn new(text: String) -> Result<Option<Self>, DecodeError> {
-        if text == "{}" {
-            return Ok(None);
-        }
-        let raw = RawValue::from_string(text).map_err(|error| DecodeError(error.to_string()))?;
-        Ok(Some(Self(raw)))
-    }
-
-    pub fn as_json(&self) -> &str {
-        self.0.get()
-    }
-}
-
-impl PartialEq for EncodedMap {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_json() == other.as_json()
-    }
-}
-
-impl Serialize for EncodedMap {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(serializer)
-    }
-}
-
 /// A byte that a JSON key holds as is in Go's encoding: printable ASCII but the quote,
 /// the backslash and the HTML characters Go escapes.
 pub fn is_plain_key_byte(byte: u8) -> bool {
@@ -258,17 +224,6 @@ impl Generic {
         Ok(Self(Some(
             RawValue::from_string(out).map_err(|error| DecodeError(error.to_string()))?,
         )))
-    }
-
-    /// An object whose text is already what [`Generic::decode`] keeps (the caller has
-    /// checked that), kept without decoding it again.
-    pub fn from_encoded(text: &str) -> Result<Self, DecodeError> {
-        if text == "{}" {
-            return Ok(Self(None));
-        }
-        let raw = RawValue::from_string(text.to_owned())
-            .map_err(|error| DecodeError(error.to_string()))?;
-        Ok(Self(Some(raw)))
     }
 
     pub fn is_empty(&self) -> bool {

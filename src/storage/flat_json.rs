@@ -368,9 +368,7 @@ mod tests {
             for text in [text, near] {
                 if is_encoded_integer_object(&text) {
                     let kept = Generic::decode(&text).unwrap();
-                    let expected = if text == "{}" { "{}" } else { text.as_str() };
-                    proptest::prop_assert_eq!(kept.as_json(), expected);
-                    proptest::prop_assert_eq!(Generic::from_encoded(&text).unwrap(), kept);
+                    proptest::prop_assert_eq!(kept.as_json(), text.as_str());
                 }
             }
         }

@@ -4,15 +4,20 @@
 //! [`Scope`]: a user sees their own units, and the rows of projects they are a member of
 //! *in the same cluster*; an admin sees what the filters select.
 
+use std::borrow::Cow;
+
+use chrono_tz::Tz;
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{params_from_iter, Connection, OptionalExtension, Row};
 
 use super::{flat_json, log_statement, StorageError};
-use crate::model::json::decode_text_lossy;
+
+use crate::model::json::{decode_text_lossy, write_go_json};
+use crate::model::time::convert_dtz;
 use crate::model::{
-    Cluster, CurrentUsageQuery, DtWindow, EncodedMap, EncodedMaps, Filters, Generic,
-    GlobalUsageQuery, List, Metric, MetricMap, Project, ProjectQuery, Rows, Scope, Stat,
-    StatsQuery, Unit, UnitField, UnitQuery, Usage, UsageField, User, UserQuery, VerifyQuery,
+    Cluster, CurrentUsageQuery, DtWindow, Filters, Generic, GlobalUsageQuery, List, Metric,
+    MetricMap, Project, ProjectQuery, Rows, Scope, Stat, StatsQuery, UnitField, UnitQuery, Usage,
+    UsageField, User, UserQuery, VerifyQuery,
 };
 
 /// A SQL statement under construction, with its positional parameters.
@@ -146,6 +151,14 @@ fn text(row: &Row<'_>, index: usize) -> rusqlite::Result<String> {
     })
 }
 
+/// Reads a TEXT column as [`text`] does, borrowing it when it is valid UTF-8.
+fn text_cow<'row>(row: &'row Row<'_>, index: usize) -> rusqlite::Result<Cow<'row, str>> {
+    Ok(match stored_text(row, index)? {
+        Some(text) => Cow::Borrowed(text),
+        None => Cow::Owned(text(row, index)?),
+    })
+}
+
 /// A TEXT column's text when it is valid UTF-8.
 fn stored_text<'row>(row: &'row Row<'_>, index: usize) -> rusqlite::Result<Option<&'row str>> {
     Ok(match row.get_ref(index)? {
@@ -195,39 +208,39 @@ impl ScanProblems {
         self.decode(row, index, MetricMap::decode)
     }
 
-    /// An object column; one already in the form [`Generic::decode`] keeps (an object of
-    /// integers, as allocations are) is kept without decoding it.
     fn generic(&mut self, row: &Row<'_>, index: usize) -> rusqlite::Result<Generic> {
-        if let Some(text) = stored_text(row, index)? {
-            if flat_json::is_encoded_integer_object(text) {
-                return Ok(Generic::from_encoded(text).unwrap_or_else(|_| {
-                    self.0 += 1;
-                    Generic::default()
-                }));
-            }
-        }
         self.decode(row, index, Generic::decode)
     }
 
-    /// A metric map column as encoded text, added to `maps` unless empty: the stored text
-    /// itself when it is already what encoding the map gives, else decoded and encoded.
-    fn encoded_metric(
+    /// An object column as the JSON text [`Generic::decode`] keeps (`{}` when empty): the
+    /// stored text itself when it is already in that form (an object of integers, as
+    /// allocations are).
+    fn generic_text<'row>(
         &mut self,
-        row: &Row<'_>,
+        row: &'row Row<'_>,
         index: usize,
-        metric: Metric,
-        maps: &mut EncodedMaps,
-    ) -> rusqlite::Result<()> {
-        let text = match stored_text(row, index)? {
-            Some(text) if flat_json::is_encoded_metric_map(text) => text.to_owned(),
-            _ => self.metric(row, index)?.encode(),
-        };
-        match EncodedMap::new(text) {
-            Ok(Some(map)) => maps.0.push((metric, map)),
-            Ok(None) => {}
-            Err(_) => self.0 += 1,
+    ) -> rusqlite::Result<Cow<'row, str>> {
+        if let Some(text) = stored_text(row, index)? {
+            if flat_json::is_encoded_integer_object(text) {
+                return Ok(Cow::Borrowed(text));
+            }
         }
-        Ok(())
+        Ok(Cow::Owned(self.generic(row, index)?.as_json().to_owned()))
+    }
+
+    /// A metric map column as the text [`MetricMap::encode`] gives (`{}` when empty): the
+    /// stored text itself when it is already in that form.
+    fn metric_text<'row>(
+        &mut self,
+        row: &'row Row<'_>,
+        index: usize,
+    ) -> rusqlite::Result<Cow<'row, str>> {
+        if let Some(text) = stored_text(row, index)? {
+            if flat_json::is_encoded_metric_map(text) {
+                return Ok(Cow::Borrowed(text));
+            }
+        }
+        Ok(Cow::Owned(self.metric(row, index)?.encode()))
     }
 
     fn list(&mut self, row: &Row<'_>, index: usize) -> rusqlite::Result<List> {
@@ -269,9 +282,25 @@ fn collect_rows<T>(
     })
 }
 
+/// The unit list as the JSON array the route answers, and the envelope's warnings.
+#[derive(Debug)]
+pub struct UnitList {
+    pub json: Vec<u8>,
+    pub warnings: Vec<String>,
+}
+
 /// `GET /units[/admin]`: units that ended in the window (plus running ones), or the
-/// given uuids, ordered by cluster and uuid.
-pub fn units(conn: &Connection, query: &UnitQuery) -> Result<Rows<Unit>, StorageError> {
+/// given uuids, ordered by cluster and uuid. Times are rendered in `zone` when given.
+///
+/// Each row is written straight from its columns, with the rules of [`Unit`]'s encoding
+/// (empty fields left out, `uuid` always there): a heavy user's list is megabytes, and
+/// building a `Unit` per row and encoding it again cost as much as the query itself.
+/// Stored maps and allocations already in the form encoding gives are copied as they are.
+pub fn units(
+    conn: &Connection,
+    query: &UnitQuery,
+    zone: Option<Tz>,
+) -> Result<UnitList, StorageError> {
     let fields: Vec<UnitField> = query.fields.iter().collect();
     let mut sql = Sql::default();
     sql.select(fields.iter().map(|field| field.name()));
@@ -303,50 +332,137 @@ pub fn units(conn: &Connection, query: &UnitQuery) -> Result<Rows<Unit>, Storage
     } else if let Some(window) = &query.window {
         sql.and_ended_in(window, query.running);
     }
+    let mut written = Vec::with_capacity(64 * 1024);
     let rows = collect_rows(conn, &sql, |row, problems| {
-        let mut unit = Unit::default();
-        for (index, field) in fields.iter().enumerate() {
-            match field {
-                UnitField::ClusterId => unit.cluster_id = text(row, index)?,
-                UnitField::ResourceManager => unit.resource_manager = text(row, index)?,
-                UnitField::Uuid => unit.uuid = text(row, index)?,
-                UnitField::Name => unit.name = text(row, index)?,
-                UnitField::Project => unit.project = text(row, index)?,
-                UnitField::Groupname => unit.groupname = text(row, index)?,
-                UnitField::Username => unit.username = text(row, index)?,
-                UnitField::CreatedAt => unit.created_at = text(row, index)?,
-                UnitField::StartedAt => unit.started_at = text(row, index)?,
-                UnitField::EndedAt => unit.ended_at = text(row, index)?,
-                UnitField::CreatedAtTs => unit.created_at_ts = integer(row, index)?,
-                UnitField::StartedAtTs => unit.started_at_ts = integer(row, index)?,
-                UnitField::EndedAtTs => unit.ended_at_ts = integer(row, index)?,
-                UnitField::Elapsed => unit.elapsed = text(row, index)?,
-                UnitField::State => unit.state = text(row, index)?,
-                UnitField::Allocation => unit.allocation = problems.generic(row, index)?,
-                UnitField::Metric(metric) => {
-                    problems.encoded_metric(row, index, *metric, &mut unit.metrics.encoded)?;
-                }
-                UnitField::Tags => unit.tags = problems.generic(row, index)?,
-            }
-        }
+        let start = written.len();
+        write_unit(&mut written, row, &fields, zone, problems)?;
         let order = (
             SqlOrder::of(row.get_ref(order_at)?),
             SqlOrder::of(row.get_ref(order_at + 1)?),
         );
-        Ok((order, unit))
+        Ok((order, start..written.len()))
     })?;
-    // Units are large: sort their positions, then move each unit once.
-    let (keys, units): (Vec<_>, Vec<_>) = rows.rows.into_iter().unzip();
-    let mut order: Vec<usize> = (0..keys.len()).collect();
-    order.sort_by(|&left, &right| keys[left].cmp(&keys[right]));
-    let mut units: Vec<Option<Unit>> = units.into_iter().map(Some).collect();
-    Ok(Rows {
-        rows: order
-            .into_iter()
-            .filter_map(|position| units[position].take())
-            .collect(),
+    let mut units = rows.rows;
+    units.sort_by(|(left, _), (right, _)| left.cmp(right));
+    let mut json = Vec::with_capacity(written.len() + units.len() + 2);
+    json.push(b'[');
+    for (index, (_, range)) in units.into_iter().enumerate() {
+        if index > 0 {
+            json.push(b',');
+        }
+        json.extend_from_slice(&written[range]);
+    }
+    json.push(b']');
+    Ok(UnitList {
+        json,
         warnings: rows.warnings,
     })
+}
+
+/// Writes one unit's object from the selected columns (`fields`, in output order).
+fn write_unit(
+    out: &mut Vec<u8>,
+    row: &Row<'_>,
+    fields: &[UnitField],
+    zone: Option<Tz>,
+    problems: &mut ScanProblems,
+) -> rusqlite::Result<()> {
+    let mut object = JsonObject::start(out);
+    // `uuid` is always answered, empty when not selected.
+    let mut uuid_written = false;
+    for (index, field) in fields.iter().enumerate() {
+        if !uuid_written && *field >= UnitField::Uuid {
+            if *field != UnitField::Uuid {
+                object.string("uuid", "");
+            }
+            uuid_written = true;
+        }
+        match field {
+            UnitField::CreatedAtTs | UnitField::StartedAtTs | UnitField::EndedAtTs => {
+                let value = integer(row, index)?;
+                if value != 0 {
+                    object.integer(field.name(), value);
+                }
+            }
+            UnitField::Allocation | UnitField::Tags => {
+                let generic = problems.generic_text(row, index)?;
+                if generic != "{}" {
+                    object.raw(field.name(), &generic);
+                }
+            }
+            UnitField::Metric(_) => {
+                let map = problems.metric_text(row, index)?;
+                if map != "{}" {
+                    object.raw(field.name(), &map);
+                }
+            }
+            UnitField::CreatedAt | UnitField::StartedAt | UnitField::EndedAt => {
+                let value = text_cow(row, index)?;
+                match zone {
+                    Some(zone) if !value.is_empty() => {
+                        object.string(field.name(), &convert_dtz(&value, zone));
+                    }
+                    _ if value.is_empty() => {}
+                    _ => object.string(field.name(), &value),
+                }
+            }
+            _ => {
+                let value = text_cow(row, index)?;
+                if !value.is_empty() || *field == UnitField::Uuid {
+                    object.string(field.name(), &value);
+                }
+            }
+        }
+    }
+    if !uuid_written {
+        object.string("uuid", "");
+    }
+    object.end();
+    Ok(())
+}
+
+/// A JSON object being written member by member, with [`GoFormatter`]'s escaping.
+struct JsonObject<'a> {
+    out: &'a mut Vec<u8>,
+    empty: bool,
+}
+
+impl<'a> JsonObject<'a> {
+    fn start(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        JsonObject { out, empty: true }
+    }
+
+    /// `"name":` (names are plain column names, never escaped).
+    fn key(&mut self, name: &str) {
+        if !self.empty {
+            self.out.push(b',');
+        }
+        self.empty = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    fn string(&mut self, name: &str, value: &str) {
+        self.key(name);
+        write_go_json(self.out, value);
+    }
+
+    fn integer(&mut self, name: &str, value: i64) {
+        self.key(name);
+        self.out.extend_from_slice(value.to_string().as_bytes());
+    }
+
+    /// A value that is already JSON text.
+    fn raw(&mut self, name: &str, json: &str) {
+        self.key(name);
+        self.out.extend_from_slice(json.as_bytes());
+    }
+
+    fn end(self) {
+        self.out.push(b'}');
+    }
 }
 
 /// A column value ordered as SQLite's `ORDER BY` orders it with the `BINARY` collation:
@@ -1050,6 +1166,7 @@ fn cluster_stats_sql(cluster_id: Option<String>, query: &StatsQuery) -> Sql {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{Metrics, Unit};
     use crate::storage::test_support::database;
 
     /// The single statement the reference runs: the per-cluster statements must count
@@ -1245,11 +1362,11 @@ mod tests {
             running: false,
             fields: crate::model::UnitFieldSet::from_params(&["name"]).unwrap(),
         };
-        let names: Vec<String> = units(&conn, &query)
-            .unwrap()
-            .rows
-            .into_iter()
-            .map(|unit| unit.name)
+        let listed = units(&conn, &query, None).unwrap();
+        let listed: Vec<serde_json::Value> = serde_json::from_slice(&listed.json).unwrap();
+        let names: Vec<String> = listed
+            .iter()
+            .map(|unit| unit["name"].as_str().unwrap().to_owned())
             .collect();
         let mut statement = conn
             .prepare("SELECT cluster_id, uuid, name FROM units ORDER BY cluster_id, uuid")
@@ -1270,10 +1387,11 @@ mod tests {
         assert_eq!(ours, theirs);
     }
 
-    /// Stored texts kept as they are and texts decoded and encoded again answer the same
-    /// bytes as units whose maps and allocations were decoded.
+    /// Rows written from their columns answer the bytes of [`Unit`]s built from decoded
+    /// columns: stored maps and allocations kept as they are or decoded and encoded
+    /// again, empty fields left out, `uuid` always there, times in the asked zone.
     #[test]
-    fn listed_maps_answer_as_decoded_ones() {
+    fn unit_rows_answer_as_encoded_units() {
         let conn = database();
         let maps = [
             r#"{"global":76.24923022}"#,
@@ -1295,34 +1413,37 @@ mod tests {
             "null",
             "[]",
         ];
+        let names = ["job", "", "<&>", "caf\u{e9}"];
         for (id, map) in maps.iter().enumerate() {
             let allocation = allocations[id % allocations.len()];
+            let name: &[u8] = if id == 7 {
+                b"bad \xff byte"
+            } else {
+                names[id % names.len()].as_bytes()
+            };
             conn.execute(
-                "INSERT INTO units (cluster_id, uuid, username, ended_at, ended_at_ts, ignore,
-                 allocation, avg_cpu_usage, total_io_read_stats)
-                 VALUES ('c', ?1, 'u', '2024-01-02T00:00:00+0000', 1, 0, ?2, ?3, ?3)",
-                rusqlite::params![format!("{id:02}"), allocation, map],
+                "INSERT INTO units (cluster_id, uuid, name, username, ended_at, ended_at_ts,
+                 ignore, allocation, avg_cpu_usage, total_io_read_stats)
+                 VALUES ('c', ?1, CAST(?2 AS TEXT), 'u', ?3, ?4, 0, ?5, ?6, ?6)",
+                rusqlite::params![
+                    format!("{id:02}"),
+                    name,
+                    if id == 3 {
+                        ""
+                    } else {
+                        "2024-01-02T00:00:00+0000"
+                    },
+                    if id == 3 {
+                        0
+                    } else {
+                        1_704_153_600_000_i64 + id as i64
+                    },
+                    allocation,
+                    map
+                ],
             )
             .unwrap();
         }
-        let query = UnitQuery {
-            scope: Scope::Admin,
-            filters: Filters::default(),
-            uuids: Vec::new(),
-            window: Some(DtWindow {
-                from: "2024-01-01T00:00:00".into(),
-                to: "2024-01-03T00:00:00".into(),
-            }),
-            running: false,
-            fields: crate::model::UnitFieldSet::from_params(&[
-                "uuid",
-                "allocation",
-                "avg_cpu_usage",
-                "total_io_read_stats",
-            ])
-            .unwrap(),
-        };
-        let listed = units(&conn, &query).unwrap();
         let mut problems = 0;
         let expected: Vec<Unit> = maps
             .iter()
@@ -1331,6 +1452,21 @@ mod tests {
                 let allocation = allocations[id % allocations.len()];
                 let mut unit = Unit {
                     uuid: format!("{id:02}"),
+                    name: if id == 7 {
+                        "bad \u{fffd} byte".into()
+                    } else {
+                        names[id % names.len()].into()
+                    },
+                    ended_at: if id == 3 {
+                        String::new()
+                    } else {
+                        "2024-01-02T02:00:00+0200".into()
+                    },
+                    ended_at_ts: if id == 3 {
+                        0
+                    } else {
+                        1_704_153_600_000 + id as i64
+                    },
                     allocation: Generic::decode(allocation).unwrap_or_else(|_| {
                         problems += 1;
                         Generic::default()
@@ -1346,15 +1482,55 @@ mod tests {
                 unit
             })
             .collect();
+        let query = |fields: &[&str]| UnitQuery {
+            scope: Scope::Admin,
+            filters: Filters::default(),
+            uuids: Vec::new(),
+            window: Some(DtWindow {
+                from: "2024-01-01T00:00:00".into(),
+                to: "2024-01-03T00:00:00".into(),
+            }),
+            running: true,
+            fields: crate::model::UnitFieldSet::from_params(fields).unwrap(),
+        };
+        let all = [
+            "uuid",
+            "name",
+            "ended_at",
+            "ended_at_ts",
+            "allocation",
+            "avg_cpu_usage",
+            "total_io_read_stats",
+        ];
+        let athens: Tz = "Europe/Athens".parse().unwrap();
+        let listed = units(&conn, &query(&all), Some(athens)).unwrap();
         assert_eq!(
-            String::from_utf8(crate::model::json::to_go_json(&listed.rows)).unwrap(),
+            String::from_utf8(listed.json).unwrap(),
             String::from_utf8(crate::model::json::to_go_json(&expected)).unwrap()
         );
-        // Rows with an undecodable column are still counted once each.
-        assert!(problems > 0);
+        // Rows with an undecodable column are counted once each.
+        assert_eq!(problems, 2);
         assert_eq!(
             listed.warnings,
             vec![format!("failed to scan {problems} rows")]
+        );
+
+        // Without `uuid` selected, every unit still answers an empty one.
+        let listed = units(&conn, &query(&["name", "avg_cpu_usage"]), None).unwrap();
+        let expected: Vec<Unit> = expected
+            .into_iter()
+            .map(|unit| Unit {
+                name: unit.name,
+                metrics: Metrics {
+                    avg_cpu_usage: unit.metrics.avg_cpu_usage,
+                    ..Metrics::default()
+                },
+                ..Unit::default()
+            })
+            .collect();
+        assert_eq!(
+            String::from_utf8(listed.json).unwrap(),
+            String::from_utf8(crate::model::json::to_go_json(&expected)).unwrap()
         );
     }
 }
