@@ -212,35 +212,19 @@ impl ScanProblems {
         self.decode(row, index, Generic::decode)
     }
 
-    /// An object column as the JSON text [`Generic::decode`] keeps (`{}` when empty): the
-    /// stored text itself when it is already in that form (an object of integers, as
-    /// allocations are).
-    fn generic_text<'row>(
+    /// A JSON column as the text its encoder gives (`{}` when empty): the stored text
+    /// itself when `is_encoded` says it is already that, else `reencode`d.
+    fn encoded_text<'row>(
         &mut self,
         row: &'row Row<'_>,
         index: usize,
+        is_encoded: fn(&str) -> bool,
+        reencode: fn(&mut Self, &Row<'_>, usize) -> rusqlite::Result<String>,
     ) -> rusqlite::Result<Cow<'row, str>> {
-        if let Some(text) = stored_text(row, index)? {
-            if flat_json::is_encoded_integer_object(text) {
-                return Ok(Cow::Borrowed(text));
-            }
+        match stored_text(row, index)? {
+            Some(text) if is_encoded(text) => Ok(Cow::Borrowed(text)),
+            _ => Ok(Cow::Owned(reencode(self, row, index)?)),
         }
-        Ok(Cow::Owned(self.generic(row, index)?.as_json().to_owned()))
-    }
-
-    /// A metric map column as the text [`MetricMap::encode`] gives (`{}` when empty): the
-    /// stored text itself when it is already in that form.
-    fn metric_text<'row>(
-        &mut self,
-        row: &'row Row<'_>,
-        index: usize,
-    ) -> rusqlite::Result<Cow<'row, str>> {
-        if let Some(text) = stored_text(row, index)? {
-            if flat_json::is_encoded_metric_map(text) {
-                return Ok(Cow::Borrowed(text));
-            }
-        }
-        Ok(Cow::Owned(self.metric(row, index)?.encode()))
     }
 
     fn list(&mut self, row: &Row<'_>, index: usize) -> rusqlite::Result<List> {
@@ -384,16 +368,25 @@ fn write_unit(
                     object.integer(field.name(), value);
                 }
             }
-            UnitField::Allocation | UnitField::Tags => {
-                let generic = problems.generic_text(row, index)?;
-                if generic != "{}" {
-                    object.raw(field.name(), &generic);
-                }
-            }
-            UnitField::Metric(_) => {
-                let map = problems.metric_text(row, index)?;
-                if map != "{}" {
-                    object.raw(field.name(), &map);
+            UnitField::Allocation | UnitField::Tags | UnitField::Metric(_) => {
+                // Allocations are objects of integers; maps as `MetricMap::encode` writes.
+                let json = if let UnitField::Metric(_) = field {
+                    problems.encoded_text(
+                        row,
+                        index,
+                        flat_json::is_encoded_metric_map,
+                        |p, r, i| Ok(p.metric(r, i)?.encode()),
+                    )?
+                } else {
+                    problems.encoded_text(
+                        row,
+                        index,
+                        flat_json::is_encoded_integer_object,
+                        |p, r, i| Ok(p.generic(r, i)?.as_json().to_owned()),
+                    )?
+                };
+                if json != "{}" {
+                    object.raw(field.name(), &json);
                 }
             }
             UnitField::CreatedAt | UnitField::StartedAt | UnitField::EndedAt => {
