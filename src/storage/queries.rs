@@ -1316,6 +1316,21 @@ mod tests {
         assert_eq!(ours, expected);
     }
 
+    /// An admin's unit list of `fields` over 2024-01-01 and 2024-01-02.
+    fn admin_unit_query(fields: &[&str], running: bool) -> UnitQuery {
+        UnitQuery {
+            scope: Scope::Admin,
+            filters: Filters::default(),
+            uuids: Vec::new(),
+            window: Some(DtWindow {
+                from: "2024-01-01T00:00:00".into(),
+                to: "2024-01-03T00:00:00".into(),
+            }),
+            running,
+            fields: crate::model::UnitFieldSet::from_params(fields).unwrap(),
+        }
+    }
+
     #[test]
     fn unit_lists_are_ordered_by_cluster_and_uuid() {
         let conn = database();
@@ -1344,17 +1359,7 @@ mod tests {
             )
             .unwrap();
         }
-        let query = UnitQuery {
-            scope: Scope::Admin,
-            filters: Filters::default(),
-            uuids: Vec::new(),
-            window: Some(DtWindow {
-                from: "2024-01-01T00:00:00".into(),
-                to: "2024-01-03T00:00:00".into(),
-            }),
-            running: false,
-            fields: crate::model::UnitFieldSet::from_params(&["name"]).unwrap(),
-        };
+        let query = admin_unit_query(&["name"], false);
         let listed = units(&conn, &query, None).unwrap();
         let listed: Vec<serde_json::Value> = serde_json::from_slice(&listed.json).unwrap();
         let names: Vec<String> = listed
@@ -1475,17 +1480,7 @@ mod tests {
                 unit
             })
             .collect();
-        let query = |fields: &[&str]| UnitQuery {
-            scope: Scope::Admin,
-            filters: Filters::default(),
-            uuids: Vec::new(),
-            window: Some(DtWindow {
-                from: "2024-01-01T00:00:00".into(),
-                to: "2024-01-03T00:00:00".into(),
-            }),
-            running: true,
-            fields: crate::model::UnitFieldSet::from_params(fields).unwrap(),
-        };
+        let query = |fields: &[&str]| admin_unit_query(fields, true);
         let all = [
             "uuid",
             "name",
