@@ -101,7 +101,7 @@ async fn units(
         .read(move |conn| queries::units(conn, &query, zone))
         .await
         .map_err(internal)?;
-    // The statement's warnings first, as when the times were converted afterwards.
+    // Warnings about the rows first, then about the time zone.
     let warnings: Vec<String> = rows.warnings.into_iter().chain(warnings).collect();
     Ok(envelope::success_raw(&rows.json, &warnings))
 }

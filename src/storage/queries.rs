@@ -11,7 +11,6 @@ use rusqlite::types::{Value, ValueRef};
 use rusqlite::{params_from_iter, Connection, OptionalExtension, Row};
 
 use super::{flat_json, log_statement, StorageError};
-
 use crate::model::json::{decode_text_lossy, write_go_json};
 use crate::model::time::convert_dtz;
 use crate::model::{
@@ -276,7 +275,8 @@ pub struct UnitList {
 /// `GET /units[/admin]`: units that ended in the window (plus running ones), or the
 /// given uuids, ordered by cluster and uuid. Times are rendered in `zone` when given.
 ///
-/// Each row is written straight from its columns, with the rules of [`Unit`]'s encoding
+/// Each row is written straight from its columns, with the rules of
+/// [`Unit`](crate::model::Unit)'s encoding
 /// (empty fields left out, `uuid` always there): a heavy user's list is megabytes, and
 /// building a `Unit` per row and encoding it again cost as much as the query itself.
 /// Stored maps and allocations already in the form encoding gives are copied as they are.
@@ -1006,7 +1006,7 @@ pub fn clusters(conn: &Connection) -> Result<Rows<Cluster>, StorageError> {
 /// the window's ended units as a range of it, the running ones from the running units'
 /// partial index. A single `GROUP BY cluster_id` with `ended_at BETWEEN ... OR ended_at_ts
 /// = 0` can use neither and reads every unit's row, maps included (90 s at 1e7 units).
-/// The counts are taken here from the rows ([`StatCounts`]), not by SQLite's aggregate.
+/// The counts are taken here from the rows (`StatCounts`), not by SQLite's aggregate.
 pub fn stats(conn: &Connection, query: &StatsQuery) -> Result<Rows<Stat>, StorageError> {
     let mut clusters: Vec<Option<String>> = Vec::new();
     let has_null_cluster = query.cluster_ids.is_empty()

@@ -51,7 +51,7 @@ pub struct WindowReport {
 /// own row fails adds nothing to usage either, so a later window cannot count it twice.
 ///
 /// Usage and daily usage get one upsert per (user, project) of the window, the window's
-/// units folded together in memory first ([`fold_usage`], the same arithmetic as the
+/// units folded together in memory first ([`fold_usage`](super::write::fold_usage), the same arithmetic as the
 /// upsert), instead of one per unit: a busy window holds thousands of units of a few
 /// hundred (user, project) pairs, and every per-unit upsert decodes and re-encodes all
 /// thirteen stored maps.
