@@ -341,10 +341,19 @@ impl Sums {
     /// Adds the sums stored as `text` (see [`Sums::decode`]), without building them
     /// first when the text is in the form this server writes.
     fn add_text(&mut self, text: &str, num_units: i64) {
+        if self.add_written(text) {
+            self.num_units += num_units;
+        } else {
+            self.merge(&Sums::decode(text, num_units));
+        }
+    }
+
+    /// Adds the sums of `text` when it is in the form this server writes (read without
+    /// serde_json); `false`, with nothing added, otherwise.
+    fn add_written(&mut self, text: &str) -> bool {
         let Some(columns) = flat_json::nested_numbers(text) else {
-            return self.merge(&Sums::decode(text, num_units));
+            return false;
         };
-        self.num_units += num_units;
         for (column, values) in columns {
             let Some(metric) = Metric::from_column(column) else {
                 self.inexact = true;
@@ -354,6 +363,7 @@ impl Sums {
                 self.add_value(metric, key, Some(Ok(Sum::from(number))));
             }
         }
+        true
     }
 
     /// Adds the sums of another group (a finer bucket).
@@ -435,17 +445,7 @@ impl Sums {
             num_units,
             ..Sums::default()
         };
-        if let Some(columns) = flat_json::nested_numbers(text) {
-            for (column, values) in columns {
-                let Some(metric) = Metric::from_column(column) else {
-                    sums.inexact = true;
-                    continue;
-                };
-                let map = sums.map_mut(metric);
-                for (key, number) in values {
-                    map.insert(key.to_owned(), Sum::from(number));
-                }
-            }
+        if sums.add_written(text) {
             return sums;
         }
         let parsed: Result<BTreeMap<String, BTreeMap<String, Scalar>>, _> =
@@ -1076,7 +1076,7 @@ impl Totals {
                 resource_manager,
                 groupname,
             } = bare()?;
-            total.latest = latest.to_owned();
+            latest.clone_into(&mut total.latest);
             total.cluster_id = cluster_id;
             total.resource_manager = resource_manager;
             total.groupname = groupname;
